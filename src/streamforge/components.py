@@ -1,0 +1,60 @@
+"""The components one app instance runs on, built in its lifespan and torn down with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from streamforge.chains.core.llm_setup import ProviderRegistry, build_registry
+from streamforge.config.settings import Settings
+from streamforge.db.engine import create_engine, create_sessionmaker
+from streamforge.db.migrate import upgrade_to_head
+from streamforge.services.chat import ChatService
+from streamforge.services.sessions import SessionService
+from streamforge.services.streams import StreamManager
+from streamforge.streaming.log import InProcessEventLog
+
+
+@dataclass
+class Components:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    providers: ProviderRegistry
+    event_log: InProcessEventLog
+    streams: StreamManager
+    chat: ChatService
+    sessions: SessionService
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Components:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            settings.database_url,
+            echo=settings.database.echo,
+            pool_size=settings.database.pool_size,
+        )
+        try:
+            await upgrade_to_head(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        sessionmaker = create_sessionmaker(engine)
+        providers = build_registry(settings)
+        event_log = InProcessEventLog()
+        streams = StreamManager(event_log)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            providers=providers,
+            event_log=event_log,
+            streams=streams,
+            chat=ChatService(settings, sessionmaker, providers, streams),
+            sessions=SessionService(sessionmaker),
+        )
+
+    async def stop(self) -> None:
+        await self.streams.shutdown()
+        await self.engine.dispose()

@@ -1,0 +1,64 @@
+"""Engine and session factory for the configured database URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from streamforge.db import sqlite as _sqlite  # registers the sqlean dialect
+from streamforge.errors import ConfigurationError
+
+
+def normalise_url(raw: str) -> URL:
+    """Map the URLs people write to the async drivers StreamForge uses."""
+    try:
+        url = make_url(raw)
+    except Exception as exc:
+        raise ConfigurationError(f"invalid database URL: {exc}") from exc
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return url.set(drivername=f"sqlite+{_sqlite.SQLiteDialect_sqlean.driver}")
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+asyncpg")
+    raise ConfigurationError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
+
+
+def create_engine(raw_url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
+    url = normalise_url(raw_url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+        engine = create_async_engine(url, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs["pool_size"] = pool_size
+    kwargs["pool_pre_ping"] = True
+    return create_async_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"

@@ -1,0 +1,42 @@
+"""Dependencies shared by the routers, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from streamforge.components import Components
+from streamforge.config.settings import Settings
+from streamforge.models.base import LOCAL_OWNER
+from streamforge.services.chat import ChatService
+from streamforge.services.sessions import SessionService
+
+
+def get_components(request: Request) -> Components:
+    components: Components = request.app.state.components
+    return components
+
+
+def get_settings(request: Request) -> Settings:
+    return get_components(request).settings
+
+
+def get_owner() -> str:
+    # The single local owner until API keys arrive; repositories already filter by it.
+    return LOCAL_OWNER
+
+
+def get_chat_service(request: Request) -> ChatService:
+    return get_components(request).chat
+
+
+def get_session_service(request: Request) -> SessionService:
+    return get_components(request).sessions
+
+
+ComponentsDep = Annotated[Components, Depends(get_components)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+OwnerDep = Annotated[str, Depends(get_owner)]
+ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+SessionServiceDep = Annotated[SessionService, Depends(get_session_service)]

@@ -1,0 +1,100 @@
+"""ASGI middleware that must see the raw request."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from streamforge.http_errors import error_response
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with 413 before the app reads them.
+
+    A declared Content-Length over the limit is refused at once. A chunked body is read up to
+    the limit here and replayed to the app, so it can never be read whole when it is larger.
+    Before refusing, the rest of the body is read and thrown away (up to ``DRAIN_BYTES`` and
+    ``DRAIN_SECONDS``): closing a socket with unread data makes the kernel send a reset, which
+    destroys the 413 before the client can read it.
+    """
+
+    DRAIN_BYTES = 64 * 1024 * 1024
+    DRAIN_SECONDS = 5.0
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length: int | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    await self._refuse(scope, receive, send, 400, "invalid Content-Length")
+                    return
+        if length is not None:
+            if length > self.max_bytes:
+                await self._drain(receive, 0)
+                await self._refuse(scope, receive, send, 413, self._too_large())
+                return
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                if message.get("more_body", False):
+                    await self._drain(receive, size)
+                await self._refuse(scope, receive, send, 413, self._too_large())
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _drain(self, receive: Receive, size: int) -> None:
+        try:
+            async with asyncio.timeout(self.DRAIN_SECONDS):
+                while size <= self.DRAIN_BYTES:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return
+                    size += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        return
+        except TimeoutError:
+            return
+
+    def _too_large(self) -> str:
+        return f"request body is larger than {self.max_bytes} bytes"
+
+    @staticmethod
+    async def _refuse(
+        scope: Scope, receive: Receive, send: Send, status: int, message: str
+    ) -> None:
+        code = "payload_too_large" if status == 413 else "bad_request"
+        response = error_response(status, code, message, headers={"Connection": "close"})
+        await response(scope, receive, send)

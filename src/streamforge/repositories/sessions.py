@@ -1,0 +1,97 @@
+"""Data access for chat sessions and their messages. Every query is filtered by owner."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from streamforge.models import ChatSession, Message
+from streamforge.models.base import utcnow
+
+
+async def create_session(db: AsyncSession, owner_id: str, title: str | None) -> ChatSession:
+    session = ChatSession(owner_id=owner_id, title=title)
+    db.add(session)
+    await db.flush()
+    return session
+
+
+async def get_session(db: AsyncSession, owner_id: str, session_id: str) -> ChatSession | None:
+    result = await db.execute(
+        select(ChatSession).where(ChatSession.id == session_id, ChatSession.owner_id == owner_id)
+    )
+    return result.scalar_one_or_none()
+
+
+async def list_sessions(
+    db: AsyncSession, owner_id: str, *, limit: int, offset: int
+) -> tuple[Sequence[ChatSession], int]:
+    total = await db.scalar(
+        select(func.count()).select_from(ChatSession).where(ChatSession.owner_id == owner_id)
+    )
+    result = await db.execute(
+        select(ChatSession)
+        .where(ChatSession.owner_id == owner_id)
+        .order_by(ChatSession.created_at.desc(), ChatSession.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return result.scalars().all(), int(total or 0)
+
+
+async def delete_session(db: AsyncSession, owner_id: str, session_id: str) -> bool:
+    # Messages go explicitly too: SQLite enforces ON DELETE CASCADE only with foreign keys on.
+    await db.execute(
+        delete(Message).where(Message.session_id == session_id, Message.owner_id == owner_id)
+    )
+    result = await db.execute(
+        delete(ChatSession).where(ChatSession.id == session_id, ChatSession.owner_id == owner_id)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def list_messages(
+    db: AsyncSession, owner_id: str, session_id: str, *, limit: int, offset: int
+) -> tuple[Sequence[Message], int]:
+    condition = (Message.session_id == session_id, Message.owner_id == owner_id)
+    total = await db.scalar(select(func.count()).select_from(Message).where(*condition))
+    result = await db.execute(
+        select(Message).where(*condition).order_by(Message.id).limit(limit).offset(offset)
+    )
+    return result.scalars().all(), int(total or 0)
+
+
+async def history(db: AsyncSession, owner_id: str, session_id: str) -> Sequence[Message]:
+    """The turns a provider should see: every earlier message that has text, oldest first."""
+    result = await db.execute(
+        select(Message)
+        .where(
+            Message.session_id == session_id,
+            Message.owner_id == owner_id,
+            Message.content != "",
+        )
+        .order_by(Message.id)
+    )
+    return result.scalars().all()
+
+
+async def add_message(db: AsyncSession, **fields: Any) -> Message:
+    message = Message(**fields)
+    db.add(message)
+    await db.flush()
+    return message
+
+
+async def finish_message(db: AsyncSession, message_id: str, **fields: Any) -> None:
+    await db.execute(
+        update(Message).where(Message.id == message_id).values(updated_at=utcnow(), **fields)
+    )
+
+
+async def touch_session(db: AsyncSession, session_id: str) -> None:
+    await db.execute(
+        update(ChatSession).where(ChatSession.id == session_id).values(updated_at=utcnow())
+    )

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import AfterValidator, BaseModel, Field
+
+T = TypeVar("T")
+
+
+def _storable(value: str) -> str:
+    # PostgreSQL rejects NUL in text and no database stores a lone surrogate: refuse both here
+    # so such input is a 422, never a failed write halfway through a request.
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+StorableText = Annotated[str, AfterValidator(_storable)]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: object | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class PageParams(BaseModel):
+    limit: int = Field(default=20, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=1_000_000_000)
+
+
+LimitQuery = Annotated[int, Query(ge=1, le=100, description="Items per page.")]
+OffsetQuery = Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")]

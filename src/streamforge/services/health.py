@@ -1,0 +1,73 @@
+"""Health of each component, as ``GET /health`` and ``GET /chat/health`` report it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+from streamforge import __version__
+
+if TYPE_CHECKING:
+    from streamforge.components import Components
+
+_CHECK_TIMEOUT = 5.0
+
+
+async def database_health(components: Components) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(_CHECK_TIMEOUT):
+            async with components.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        return {"status": "error", "backend": components.engine.dialect.name, "error": str(exc)}
+    return {
+        "status": "ok",
+        "backend": components.engine.dialect.name,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+
+
+async def provider_health(components: Components) -> dict[str, Any]:
+    provider = components.providers.get()
+    try:
+        async with asyncio.timeout(_CHECK_TIMEOUT):
+            report = await provider.health()
+    except Exception as exc:
+        return {"status": "error", "name": provider.name, "error": str(exc)}
+    return {"name": provider.name, **report}
+
+
+async def chat_health(components: Components) -> dict[str, Any]:
+    provider = await provider_health(components)
+    return {
+        "status": provider.get("status", "error"),
+        "service": "chat",
+        "provider": provider,
+        "providers": components.providers.names(),
+        "active_streams": components.streams.active,
+    }
+
+
+async def overall_health(components: Components) -> dict[str, Any]:
+    database, provider = await asyncio.gather(
+        database_health(components), provider_health(components)
+    )
+    checks = {
+        "database": database,
+        "event_log": {
+            "status": "ok",
+            "backend": "in-process",
+            "streams": len(components.event_log),
+        },
+        "provider": provider,
+    }
+    healthy = all(check.get("status") == "ok" for check in checks.values())
+    return {
+        "status": "ok" if healthy else "degraded",
+        "version": __version__,
+        "components": checks,
+    }

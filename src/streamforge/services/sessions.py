@@ -1,0 +1,71 @@
+"""Sessions and their messages: create, list, read, rename, delete."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from streamforge.db.ids import is_valid_id
+from streamforge.errors import NotFound
+from streamforge.models import ChatSession
+from streamforge.repositories import sessions as repo
+from streamforge.schemas.common import Page
+from streamforge.schemas.sessions import MessagePublic, SessionPublic
+
+
+def _not_found(session_id: str) -> NotFound:
+    return NotFound(f"session {session_id!r} not found")
+
+
+class SessionService:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.sessionmaker = sessionmaker
+
+    async def create(self, owner_id: str, title: str | None) -> SessionPublic:
+        async with self.sessionmaker.begin() as db:
+            session = await repo.create_session(db, owner_id, title)
+            return SessionPublic.model_validate(session)
+
+    async def list(self, owner_id: str, *, limit: int, offset: int) -> Page[SessionPublic]:
+        async with self.sessionmaker() as db:
+            rows, total = await repo.list_sessions(db, owner_id, limit=limit, offset=offset)
+            items = [SessionPublic.model_validate(row) for row in rows]
+        return Page(items=items, total=total, limit=limit, offset=offset)
+
+    async def get(self, owner_id: str, session_id: str) -> SessionPublic:
+        async with self.sessionmaker() as db:
+            return SessionPublic.model_validate(await self._load(db, owner_id, session_id))
+
+    async def rename(self, owner_id: str, session_id: str, title: str) -> SessionPublic:
+        async with self.sessionmaker.begin() as db:
+            session = await self._load(db, owner_id, session_id)
+            session.title = title
+            await db.flush()
+            return SessionPublic.model_validate(session)
+
+    async def delete(self, owner_id: str, session_id: str) -> None:
+        if not is_valid_id(session_id):
+            raise _not_found(session_id)
+        async with self.sessionmaker.begin() as db:
+            if not await repo.delete_session(db, owner_id, session_id):
+                raise _not_found(session_id)
+
+    async def messages(
+        self, owner_id: str, session_id: str, *, limit: int, offset: int
+    ) -> Page[MessagePublic]:
+        async with self.sessionmaker() as db:
+            await self._load(db, owner_id, session_id)
+            rows, total = await repo.list_messages(
+                db, owner_id, session_id, limit=limit, offset=offset
+            )
+            items = [MessagePublic.model_validate(row) for row in rows]
+        return Page(items=items, total=total, limit=limit, offset=offset)
+
+    @staticmethod
+    async def _load(db: AsyncSession, owner_id: str, session_id: str) -> ChatSession:
+        # A malformed id names no session: the same 404 as a missing or foreign one.
+        if not is_valid_id(session_id):
+            raise _not_found(session_id)
+        session = await repo.get_session(db, owner_id, session_id)
+        if session is None:
+            raise _not_found(session_id)
+        return session

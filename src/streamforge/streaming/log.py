@@ -1,0 +1,88 @@
+"""The in-process event log: every event of a stream, kept for readers to replay and follow.
+
+A producer appends; any number of readers read the events after an id and wait for more.
+Finished streams stay readable for ``retention`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from streamforge.streaming.events import EventType, StreamEvent
+
+
+class StreamBuffer:
+    __slots__ = ("_waiter", "closed", "closed_at", "events", "stream_id")
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.events: list[StreamEvent] = []
+        self.closed = False
+        self.closed_at: float | None = None
+        self._waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def last_id(self) -> int:
+        return len(self.events)
+
+    def append(self, type_: EventType, data: Any) -> StreamEvent:
+        if self.closed:
+            raise RuntimeError(f"stream {self.stream_id} is closed")
+        event = StreamEvent(len(self.events) + 1, type_, data)
+        self.events.append(event)
+        if type_ is EventType.DONE:
+            self.closed = True
+            self.closed_at = time.monotonic()
+        self._wake()
+        return event
+
+    def after(self, last_id: int) -> list[StreamEvent]:
+        # Ids are 1-based positions, so the events after ``last_id`` start at that index.
+        return self.events[max(last_id, 0) :]
+
+    async def wait(self, last_id: int, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until there is an event after ``last_id``; False when ``timeout`` passes first."""
+        if len(self.events) > last_id or self.closed:
+            return True
+        waiter = self._waiter
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(waiter)
+        except TimeoutError:
+            return False
+        return True
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        self._waiter = asyncio.get_running_loop().create_future()
+        waiter.set_result(None)
+
+
+class InProcessEventLog:
+    def __init__(self, retention: float = 600.0) -> None:
+        self.retention = retention
+        self._streams: dict[str, StreamBuffer] = {}
+
+    def create(self, stream_id: str) -> StreamBuffer:
+        self._expire()
+        buffer = StreamBuffer(stream_id)
+        self._streams[stream_id] = buffer
+        return buffer
+
+    def get(self, stream_id: str) -> StreamBuffer | None:
+        return self._streams.get(stream_id)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        expired = [
+            key
+            for key, buffer in self._streams.items()
+            if buffer.closed_at is not None and now - buffer.closed_at > self.retention
+        ]
+        for key in expired:
+            del self._streams[key]

@@ -1,0 +1,31 @@
+"""Plain Server-Sent Events encoding of the internal event stream."""
+
+from __future__ import annotations
+
+import orjson
+
+from streamforge.streaming.events import EventType, StreamEvent
+
+PING = b": ping\n\n"
+
+
+def retry_field(milliseconds: int) -> bytes:
+    return b"retry: %d\n\n" % milliseconds
+
+
+def encode(event: StreamEvent) -> bytes:
+    if event.type is EventType.MESSAGE:
+        # One data line per line of the delta: a parser joins them with "\n", which gives
+        # back the delta verbatim (line breaks are already normalised to "\n").
+        text: str = event.data
+        body = b"data: " + text.replace("\n", "\ndata: ").encode("utf-8") + b"\n"
+        return b"id: %d\n%s\n" % (event.id, body)
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (
+        event.id,
+        event.type.value.encode("ascii"),
+        orjson.dumps(event.data),
+    )
+
+
+def encode_many(events: list[StreamEvent]) -> bytes:
+    return b"".join([encode(event) for event in events])

@@ -1,0 +1,36 @@
+"""The README's configuration table documents every setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from streamforge.config.settings import Settings
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def env_names(model: type[BaseModel], prefix: str) -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += env_names(annotation, f"{prefix}{name.upper()}__")
+        else:
+            names.append(f"{prefix}{name.upper()}")
+    return names
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    text = README.read_text(encoding="utf-8")
+    missing = [name for name in env_names(Settings, "STREAMFORGE_") if f"`{name}`" not in text]
+    assert not missing
+
+
+def test_quick_start_has_the_two_commands() -> None:
+    text = README.read_text(encoding="utf-8")
+    quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "python3 dev.py serve" in quick
+    assert "python3 dev.py test" in quick
+    assert "python3 dev.py test" in (README.parent / ".ci" / "run").read_text()
