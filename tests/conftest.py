@@ -29,6 +29,7 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: 
         "data_dir": tmp_path / "data",
         "database": {"url": database_url},
         "streaming": {"simulated_delay": 0.0},
+        "llm": {"provider": "simulated"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):

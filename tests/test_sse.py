@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from httpx_sse._decoders import SSEDecoder
 from hypothesis import given
 from hypothesis import strategies as st
-from httpx_sse._decoders import SSEDecoder
 
 from streamforge.streaming import sse
 from streamforge.streaming.events import EventType, LineBreakNormaliser, StreamEvent

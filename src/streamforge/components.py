@@ -42,6 +42,11 @@ class Components:
             raise
         sessionmaker = create_sessionmaker(engine)
         providers = build_registry(settings)
+        try:
+            await providers.start()
+        except BaseException:
+            await engine.dispose()
+            raise
         event_log = InProcessEventLog()
         streams = StreamManager(event_log)
         return cls(
@@ -57,4 +62,5 @@ class Components:
 
     async def stop(self) -> None:
         await self.streams.shutdown()
+        await self.providers.aclose()
         await self.engine.dispose()

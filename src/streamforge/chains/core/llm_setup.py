@@ -32,6 +32,18 @@ class ProviderRegistry:
     def __iter__(self) -> Iterator[Provider]:
         return iter(self._providers.values())
 
+    async def start(self) -> None:
+        for provider in self._providers.values():
+            start = getattr(provider, "start", None)
+            if start is not None:
+                await start()
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
+
 
 def build_registry(settings: Settings) -> ProviderRegistry:
     registry = ProviderRegistry(default=settings.llm.provider)

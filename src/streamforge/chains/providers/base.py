@@ -6,7 +6,8 @@ streaming core does not care where the tokens come from.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,17 +55,68 @@ class Chunk:
 class ProviderError(Exception):
     """A provider failed. ``retryable`` tells the client whether trying again may help."""
 
-    def __init__(self, message: str, *, code: str = "provider_error", retryable: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "provider_error",
+        retryable: bool = False,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.retryable = retryable
+        self.status = status
+
+
+class ProviderBusy(ProviderError):
+    """The provider's queue is full: the request is refused before anything is stored."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message, code="provider_busy", retryable=True, status=429)
+        self.retry_after = retry_after
 
 
 @runtime_checkable
 class Provider(Protocol):
     name: str
+    # Tokens the model can attend to: prompt and answer together.
+    context_window: int
+    # Answer length used when a request does not set max_tokens.
+    default_max_tokens: int
 
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]: ...
 
     async def health(self) -> dict[str, Any]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def admit(self) -> contextlib.AbstractContextManager[None]:
+        """Reserve a place for one generation, or raise ``ProviderBusy`` at once."""
+        ...
+
+    def models(self) -> list[str]: ...
+
+
+class BaseProvider:
+    """Defaults for the parts of ``Provider`` most providers share."""
+
+    name = "base"
+    context_window = 8192
+    default_max_tokens = 512
+
+    def count_tokens(self, text: str) -> int:
+        # Without the model's tokenizer: about four characters a token for English text,
+        # rounded up so budgets err on the safe side.
+        return (len(text) + 3) // 4
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        yield
+
+    def models(self) -> list[str]:
+        return []
+
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok"}

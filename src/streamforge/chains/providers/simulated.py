@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from streamforge.chains.providers.base import Chunk, GenerationRequest, Usage
+from streamforge.chains.providers.base import BaseProvider, Chunk, GenerationRequest, Usage
 
 DEFAULT_ANSWER = (
     "Hello! This is StreamForge answering with its simulated provider. Each word of this "
@@ -36,7 +36,7 @@ def split_words(text: str) -> list[str]:
     return deltas
 
 
-class SimulatedProvider:
+class SimulatedProvider(BaseProvider):
     name = "simulated"
 
     def __init__(
@@ -81,6 +81,12 @@ class SimulatedProvider:
             await asyncio.sleep(self.delay)
             yield Chunk(text=delta)
         yield Chunk(usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(deltas)))
+
+    def count_tokens(self, text: str) -> int:
+        return len(split_words(text))
+
+    def models(self) -> list[str]:
+        return ["simulated"]
 
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "delay": self.delay}
