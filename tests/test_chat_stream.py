@@ -12,7 +12,7 @@ import orjson
 import pytest
 from httpx_sse import aconnect_sse
 
-from streamforge.chains.providers.base import Chunk, GenerationRequest
+from streamforge.chains.providers.base import BaseProvider, Chunk, GenerationRequest
 from streamforge.chains.providers.simulated import DEFAULT_ANSWER, SimulatedProvider, split_words
 from tests.conftest import AppFactory, live_server
 from tests.sse_client import read_chat
@@ -39,7 +39,7 @@ def parse_raw(body: bytes) -> list[dict[str, Any]]:
     return blocks
 
 
-class ProbeProvider:
+class ProbeProvider(BaseProvider):
     """Counts the deltas it yields and notes when its iterator is closed."""
 
     name = "probe"
@@ -60,9 +60,6 @@ class ProbeProvider:
                 yield Chunk(text=delta)
         finally:
             self.closed.set()
-
-    async def health(self) -> dict[str, Any]:
-        return {"status": "ok"}
 
 
 async def test_curl_example_streams_events_over_time(app_factory: AppFactory) -> None:

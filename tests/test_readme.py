@@ -24,7 +24,14 @@ def env_names(model: type[BaseModel], prefix: str) -> list[str]:
 
 def test_every_setting_is_in_the_readme() -> None:
     text = README.read_text(encoding="utf-8")
-    missing = [name for name in env_names(Settings, "STREAMFORGE_") if f"`{name}`" not in text]
+    # The hosted providers share one table row per field, written for OpenAI.
+    hosted = ("ANTHROPIC", "OLLAMA", "OPENAI_COMPATIBLE")
+    names = [
+        name.replace(f"__{provider}__", "__OPENAI__")
+        for name in env_names(Settings, "STREAMFORGE_")
+        for provider in [next((p for p in hosted if f"__{p}__" in name), "OPENAI")]
+    ]
+    missing = [name for name in names if f"`{name}`" not in text]
     assert not missing
 
 

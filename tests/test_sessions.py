@@ -79,6 +79,7 @@ async def test_two_turns_keep_order_and_history(app_factory: AppFactory, databas
     # The provider answering the second turn saw the whole first turn.
     seen = [(turn.role, turn.content) for turn in probe.seen[0].messages]
     assert seen == [
+        ("system", "You are a helpful assistant."),
         ("user", "First question"),
         ("assistant", DEFAULT_ANSWER),
         ("user", "Second question"),

@@ -11,8 +11,11 @@ from streamforge.config.settings import Settings
 from streamforge.db.engine import create_engine, create_sessionmaker
 from streamforge.db.migrate import upgrade_to_head
 from streamforge.services.chat import ChatService
+from streamforge.services.completions import CompletionService
+from streamforge.services.memory import MemoryService
 from streamforge.services.sessions import SessionService
 from streamforge.services.streams import StreamManager
+from streamforge.services.templates import TemplateService
 from streamforge.streaming.log import InProcessEventLog
 
 
@@ -25,7 +28,9 @@ class Components:
     event_log: InProcessEventLog
     streams: StreamManager
     chat: ChatService
+    completions: CompletionService
     sessions: SessionService
+    templates: TemplateService
 
     @classmethod
     async def start(cls, settings: Settings) -> Components:
@@ -49,6 +54,9 @@ class Components:
             raise
         event_log = InProcessEventLog()
         streams = StreamManager(event_log)
+        templates = TemplateService(sessionmaker)
+        memory = MemoryService(settings.memory, sessionmaker)
+        chat = ChatService(settings, sessionmaker, providers, streams, templates, memory)
         return cls(
             settings=settings,
             engine=engine,
@@ -56,8 +64,10 @@ class Components:
             providers=providers,
             event_log=event_log,
             streams=streams,
-            chat=ChatService(settings, sessionmaker, providers, streams),
+            chat=chat,
+            completions=CompletionService(providers, streams, chat),
             sessions=SessionService(sessionmaker),
+            templates=templates,
         )
 
     async def stop(self) -> None:

@@ -11,6 +11,7 @@ from streamforge.config.settings import Settings
 from streamforge.models.base import LOCAL_OWNER
 from streamforge.services.chat import ChatService
 from streamforge.services.sessions import SessionService
+from streamforge.services.templates import TemplateService
 
 
 def get_components(request: Request) -> Components:
@@ -35,8 +36,13 @@ def get_session_service(request: Request) -> SessionService:
     return get_components(request).sessions
 
 
+def get_template_service(request: Request) -> TemplateService:
+    return get_components(request).templates
+
+
 ComponentsDep = Annotated[Components, Depends(get_components)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 SessionServiceDep = Annotated[SessionService, Depends(get_session_service)]
+TemplateServiceDep = Annotated[TemplateService, Depends(get_template_service)]

@@ -67,6 +67,8 @@ class LocalModelSettings(BaseModel):
 class HostedSettings(BaseModel):
     """A hosted provider: its key, its endpoint and its default model."""
 
+    # Offered to clients even when neither the default nor a fallback (a key also enables it).
+    enabled: bool = False
     api_key: str | None = None
     base_url: str | None = None
     model: str

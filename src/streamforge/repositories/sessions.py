@@ -95,3 +95,13 @@ async def touch_session(db: AsyncSession, session_id: str) -> None:
     await db.execute(
         update(ChatSession).where(ChatSession.id == session_id).values(updated_at=utcnow())
     )
+
+
+async def set_summary(
+    db: AsyncSession, owner_id: str, session_id: str, summary: str | None, until: str
+) -> None:
+    await db.execute(
+        update(ChatSession)
+        .where(ChatSession.id == session_id, ChatSession.owner_id == owner_id)
+        .values(summary=summary, summary_until=until)
+    )

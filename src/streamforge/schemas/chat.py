@@ -21,6 +21,22 @@ class ChatRequest(BaseModel):
     model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    stop: (
+        Annotated[
+            list[Annotated[StorableText, Field(min_length=1, max_length=100)]], Field(max_length=4)
+        ]
+        | None
+    ) = None
+    template: Annotated[StorableText, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="Name of a prompt template; the session keeps its version."
+    )
+    variables: (
+        dict[
+            Annotated[str, Field(min_length=1, max_length=100)],
+            Annotated[StorableText, Field(max_length=20_000)],
+        ]
+        | None
+    ) = Field(default=None, description="Values for the template's variables.")
 
     @field_validator("message")
     @classmethod

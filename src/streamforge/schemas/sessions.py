@@ -24,6 +24,9 @@ class SessionPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: str
     title: str | None
+    summary: str | None = None
+    summary_until: str | None = None
+    template_id: str | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -1,48 +1,32 @@
 """Chat orchestration: store the turn, start generation, record how it ended.
 
 The user message and a ``streaming`` assistant message are committed before generation starts,
-so nothing the server acknowledged can be lost. The producer then streams the provider's
-deltas into the event log and, however it ends (completed, cancelled, interrupted, failed),
-saves exactly the text it logged. Database sessions are opened for each write and closed
-again: none is held for the length of a stream.
+so nothing the server acknowledged can be lost. Generation then runs as the stream's producer
+(``services.generation``) and, however it ends, the reply is saved with exactly the text that
+was logged. Database sessions are opened for each write and closed again: none is held for the
+length of a stream.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-import time
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from streamforge.chains.core.llm_setup import ProviderRegistry
-from streamforge.chains.providers.base import (
-    ChatTurn,
-    GenerationRequest,
-    Provider,
-    ProviderError,
-    Usage,
-)
+from streamforge.chains.providers.base import GenerationRequest, Provider, ProviderBusy
 from streamforge.config.settings import Settings
 from streamforge.db.ids import is_valid_id, new_id
-from streamforge.errors import NotFound, ValidationFailed
+from streamforge.errors import NotFound, TooManyRequests, ValidationFailed
 from streamforge.models import MessageRole, MessageStatus
 from streamforge.repositories import sessions as repo
 from streamforge.schemas.chat import ChatRequest
+from streamforge.services.generation import Outcome, RetryPolicy, generate
+from streamforge.services.memory import MemoryService, SessionMemory, StoredTurn
 from streamforge.services.streams import StreamManager, StreamRun
-from streamforge.streaming.events import EventType, LineBreakNormaliser
-
-logger = logging.getLogger(__name__)
-
-_FINISH_REASON = {
-    MessageStatus.COMPLETED: "stop",
-    MessageStatus.CANCELLED: "cancelled",
-    MessageStatus.INTERRUPTED: "interrupted",
-    MessageStatus.FAILED: "error",
-}
+from streamforge.services.templates import TemplateService
+from streamforge.streaming.events import EventType
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +40,11 @@ class Turn:
     run: StreamRun
 
 
+def busy(exc: ProviderBusy) -> TooManyRequests:
+    seconds = max(1, round(exc.retry_after))
+    return TooManyRequests(exc.message, headers={"Retry-After": str(seconds)})
+
+
 class ChatService:
     def __init__(
         self,
@@ -63,11 +52,29 @@ class ChatService:
         sessionmaker: async_sessionmaker[AsyncSession],
         providers: ProviderRegistry,
         streams: StreamManager,
+        templates: TemplateService,
+        memory: MemoryService,
     ) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.providers = providers
         self.streams = streams
+        self.templates = templates
+        self.memory = memory
+        self.policy = RetryPolicy(
+            attempts=settings.llm.attempts,
+            backoff=settings.llm.retry_backoff,
+            first_token_timeout=settings.llm.first_token_timeout,
+        )
+
+    def provider_chain(self, name: str | None) -> list[Provider]:
+        """The chosen provider, then the configured fallbacks (each once)."""
+        primary = self.providers.get(name)
+        chain = [primary]
+        for fallback in self.settings.llm.fallbacks:
+            if fallback in self.providers and all(p.name != fallback for p in chain):
+                chain.append(self.providers.get(fallback))
+        return chain
 
     async def start(self, owner_id: str, request: ChatRequest) -> Turn:
         limit = self.settings.limits.max_message_chars
@@ -75,23 +82,56 @@ class ChatService:
             raise ValidationFailed(f"message is longer than {limit} characters")
         if request.session_id is not None and not is_valid_id(request.session_id):
             raise ValidationFailed("session_id is not a valid session id")
-        provider = self.providers.get(request.provider)
+        chain = self.provider_chain(request.provider)
+        provider = chain[0]
+        admission = provider.admit()
+        try:
+            admission.__enter__()
+        except ProviderBusy as exc:
+            raise busy(exc) from None
+        try:
+            return await self._start(owner_id, request, chain, admission)
+        except BaseException:
+            admission.__exit__(None, None, None)
+            raise
 
+    async def _start(
+        self,
+        owner_id: str,
+        request: ChatRequest,
+        chain: list[Provider],
+        admission: contextlib.AbstractContextManager[None],
+    ) -> Turn:
+        provider = chain[0]
         stream_id = new_id()
         async with self.sessionmaker.begin() as db:
             if request.session_id is None:
+                template = await self.templates.resolve(owner_id, request.template)
+                variables = dict(request.variables or {})
+                system = self.templates.render(template, variables)
                 session = await repo.create_session(db, owner_id, _title_from(request.message))
-                earlier: list[ChatTurn] = []
+                session.template_id = template.id
+                session.template_variables = variables
+                history: list[StoredTurn] = []
             else:
                 found = await repo.get_session(db, owner_id, request.session_id)
                 if found is None:
                     raise NotFound(f"session {request.session_id!r} not found")
                 session = found
-                earlier = [
-                    ChatTurn(m.role, m.content)
+                if request.template is not None:
+                    template = await self.templates.resolve(owner_id, request.template)
+                    session.template_id = template.id
+                else:
+                    template = await self.templates.get_version_by_id(owner_id, session.template_id)
+                if request.variables is not None:
+                    session.template_variables = dict(request.variables)
+                system = self.templates.render(template, session.template_variables or {})
+                history = [
+                    StoredTurn(m.id, m.role, m.content)
                     for m in await repo.history(db, owner_id, session.id)
                 ]
                 await repo.touch_session(db, session.id)
+            memory = SessionMemory(session.summary, session.summary_until)
             user = await repo.add_message(
                 db,
                 owner_id=owner_id,
@@ -114,127 +154,68 @@ class ChatService:
             )
             session_id, user_id, assistant_id = session.id, user.id, assistant.id
 
-        generation = GenerationRequest(
-            messages=[*earlier, ChatTurn(MessageRole.USER, request.message)],
-            model=request.model,
-            temperature=request.temperature,
-            max_tokens=request.max_tokens,
-        )
-        announcement = {
-            "session_id": session_id,
-            "stream_id": stream_id,
-            "user_message_id": user_id,
-            "assistant_message_id": assistant_id,
-            "provider": provider.name,
-            "model": request.model,
-        }
+        max_tokens = request.max_tokens or provider.default_max_tokens
 
-        async def produce(run: StreamRun) -> None:
-            await self._produce(run, provider, generation, assistant_id)
-
-        run = self.streams.start(stream_id, produce)
-        # Logged before the producer task first runs, so ``session`` is always event 1.
-        run.buffer.append(EventType.SESSION, announcement)
-        return Turn(session_id, stream_id, user_id, assistant_id, run)
-
-    async def _produce(
-        self,
-        run: StreamRun,
-        provider: Provider,
-        request: GenerationRequest,
-        message_id: str,
-    ) -> None:
-        buffer = run.buffer
-        started = time.perf_counter()
-        first_token_at: float | None = None
-        parts: list[str] = []
-        usage: Usage | None = None
-        error: dict[str, Any] | None = None
-        status = MessageStatus.FAILED
-        normaliser = LineBreakNormaliser()
-        try:
-            async with contextlib.aclosing(provider.stream(request)) as chunks:
-                async for chunk in chunks:
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    text = normaliser.feed(chunk.text) if chunk.text else ""
-                    if text:
-                        if first_token_at is None:
-                            first_token_at = time.perf_counter()
-                        parts.append(text)
-                        buffer.append(EventType.MESSAGE, text)
-            status = MessageStatus.COMPLETED
-        except asyncio.CancelledError:
-            status = run.stop_reason or MessageStatus.INTERRUPTED
-            raise
-        except ProviderError as exc:
-            error = {"code": exc.code, "message": exc.message, "retryable": exc.retryable}
-        except Exception as exc:
-            logger.exception("provider %s failed", provider.name)
-            error = {
-                "code": "provider_error",
-                "message": str(exc) or type(exc).__name__,
-                "retryable": False,
-            }
-        finally:
-            text = "".join(parts)
-            if usage is None:
-                usage = Usage(
-                    prompt_tokens=_approx_tokens(request.messages),
-                    completion_tokens=len(parts),
-                )
-            # Shielded: the reply must be saved even when this task is cancelled again.
-            await asyncio.shield(self._save(message_id, status, text, usage, error))
-            timings = {
-                "total_ms": round((time.perf_counter() - started) * 1000, 3),
-                "ttft_ms": (
-                    round((first_token_at - started) * 1000, 3)
-                    if first_token_at is not None
-                    else None
-                ),
-            }
-            if error is not None:
-                buffer.append(EventType.ERROR, error)
-            buffer.append(EventType.USAGE, usage.as_dict())
-            buffer.append(
-                EventType.DONE,
-                {
-                    "finish_reason": _FINISH_REASON[status],
-                    "status": status.value,
-                    "message_id": message_id,
-                    "usage": usage.as_dict(),
-                    "timings": timings,
-                },
+        async def prepare() -> GenerationRequest:
+            assembled = await self.memory.assemble(
+                owner_id=owner_id,
+                session_id=session_id,
+                provider=provider,
+                system=system,
+                history=history,
+                memory=memory,
+                message=request.message,
+                max_tokens=max_tokens,
+            )
+            return GenerationRequest(
+                messages=assembled.messages,
+                model=request.model,
+                temperature=request.temperature,
+                max_tokens=max_tokens,
+                stop=list(request.stop or []),
             )
 
-    async def _save(
-        self,
-        message_id: str,
-        status: MessageStatus,
-        text: str,
-        usage: Usage,
-        error: dict[str, Any] | None,
-    ) -> None:
-        try:
+        async def finish(outcome: Outcome) -> None:
             async with self.sessionmaker.begin() as db:
                 await repo.finish_message(
                     db,
-                    message_id,
-                    status=status.value,
-                    content=text,
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                    error=error,
+                    assistant_id,
+                    status=outcome.status.value,
+                    content=outcome.text,
+                    provider=outcome.provider,
+                    prompt_tokens=outcome.usage.prompt_tokens,
+                    completion_tokens=outcome.usage.completion_tokens,
+                    error=outcome.error,
                 )
-        except Exception:
-            # The startup pass of a later release marks rows left "streaming" as interrupted.
-            logger.exception("could not save assistant message %s", message_id)
+
+        async def produce(run: StreamRun) -> None:
+            await generate(
+                run,
+                chain,
+                prepare,
+                self.policy,
+                finish,
+                admitted=admission,
+                extra_done={"message_id": assistant_id},
+            )
+
+        run = self.streams.start(stream_id, produce)
+        # Logged before the producer task first runs, so ``session`` is always event 1.
+        run.buffer.append(
+            EventType.SESSION,
+            {
+                "session_id": session_id,
+                "stream_id": stream_id,
+                "user_message_id": user_id,
+                "assistant_message_id": assistant_id,
+                "provider": provider.name,
+                "model": request.model,
+                "template": {"name": template.name, "version": template.version},
+            },
+        )
+        return Turn(session_id, stream_id, user_id, assistant_id, run)
 
 
 def _title_from(message: str) -> str:
     line = " ".join(message.split())
     return line if len(line) <= 60 else line[:59].rstrip() + "…"
-
-
-def _approx_tokens(turns: list[ChatTurn]) -> int:
-    return sum(len(turn.content.split()) for turn in turns)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from streamforge.streaming import sse
+from streamforge.streaming.events import StreamEvent
 from streamforge.streaming.log import StreamBuffer
+from streamforge.streaming.sse import SSEEncoder
 
 SSE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -26,6 +27,20 @@ SSE_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 
 Ending = Literal["finished", "disconnected", "send_timeout"]
+
+
+class Encoder(Protocol):
+    """A wire format for the internal event stream."""
+
+    def head(self) -> bytes: ...
+
+    def encode(self, events: list[StreamEvent]) -> bytes: ...
+
+    def tail(self) -> bytes: ...
+
+    def ping(self) -> bytes: ...
+
+
 OnEnd = Callable[[Ending], Awaitable[None]]
 
 
@@ -38,7 +53,8 @@ class EventStreamResponse(Response):
         *,
         heartbeat_interval: float,
         send_timeout: float,
-        retry_ms: int,
+        retry_ms: int = 3000,
+        encoder: Encoder | None = None,
         last_event_id: int = 0,
         on_end: OnEnd | None = None,
         headers: dict[str, str] | None = None,
@@ -46,7 +62,7 @@ class EventStreamResponse(Response):
         self.buffer = buffer
         self.heartbeat_interval = heartbeat_interval
         self.send_timeout = send_timeout
-        self.retry_ms = retry_ms
+        self.encoder = encoder or SSEEncoder(retry_ms)
         self.last_event_id = last_event_id
         self.on_end = on_end
         self.status_code = 200
@@ -102,16 +118,19 @@ class EventStreamResponse(Response):
                 "headers": self.raw_headers,
             },
         )
-        head = sse.retry_field(self.retry_ms)
+        encoder = self.encoder
+        head = encoder.head()
         cursor = self.last_event_id
         buffer = self.buffer
         while True:
             events = buffer.after(cursor)
             if events:
                 cursor = events[-1].id
-                body = head + sse.encode_many(events)
+                body = head + encoder.encode(events)
                 head = b""
                 finished = events[-1].is_terminal
+                if finished:
+                    body += encoder.tail()
                 await self._body(send, body, more=not finished)
                 if finished:
                     return "finished"
@@ -120,10 +139,10 @@ class EventStreamResponse(Response):
                 await self._body(send, head)
                 head = b""
             if buffer.closed:
-                await self._body(send, b"", more=False)
+                await self._body(send, encoder.tail(), more=False)
                 return "finished"
             if not await buffer.wait(cursor, self.heartbeat_interval):
-                await self._body(send, sse.PING)
+                await self._body(send, encoder.ping())
 
     async def _listen_for_disconnect(self, receive: Receive) -> None:
         while True:

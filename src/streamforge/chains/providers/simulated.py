@@ -38,6 +38,9 @@ def split_words(text: str) -> list[str]:
 
 class SimulatedProvider(BaseProvider):
     name = "simulated"
+    # No model behind it: the answer is as long as it is configured to be.
+    context_window = 10_000_000
+    default_max_tokens = 1_000_000
 
     def __init__(
         self,

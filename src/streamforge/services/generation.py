@@ -1,0 +1,228 @@
+"""Generation: drive providers into a stream's event log, with retries and fallback.
+
+Before the first token a failure is retried with exponential backoff when the provider says
+it may help, then the next provider of the fallback list is tried. After the first token
+nothing is retried (the client already shows text): the stream ends with an ``error`` event
+and the reply is recorded ``failed`` with its partial text.
+However generation ends — completed, failed, cancelled, interrupted — ``finish`` is awaited
+with exactly the text that was logged, then ``usage`` and ``done`` close the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamforge.chains.providers.base import (
+    Chunk,
+    GenerationRequest,
+    Provider,
+    ProviderError,
+    Usage,
+)
+from streamforge.chains.providers.errors import classify
+from streamforge.models import MessageStatus
+from streamforge.services.streams import StreamRun
+from streamforge.streaming.events import EventType, LineBreakNormaliser
+
+logger = logging.getLogger(__name__)
+
+FINISH_REASON = {
+    MessageStatus.COMPLETED: "stop",
+    MessageStatus.CANCELLED: "cancelled",
+    MessageStatus.INTERRUPTED: "interrupted",
+    MessageStatus.FAILED: "error",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 3
+    backoff: float = 0.5
+    first_token_timeout: float = 120.0
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: MessageStatus
+    text: str
+    usage: Usage
+    provider: str
+    error: dict[str, Any] | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+Finish = Callable[[Outcome], Awaitable[None]]
+
+
+Prepare = Callable[[], Awaitable[GenerationRequest]]
+
+
+async def generate(
+    run: StreamRun,
+    providers: Sequence[Provider],
+    prepare: Prepare,
+    policy: RetryPolicy,
+    finish: Finish,
+    *,
+    admitted: contextlib.AbstractContextManager[None] | None = None,
+    extra_done: dict[str, Any] | None = None,
+) -> None:
+    """Run as the stream's producer task.
+
+    ``prepare`` builds the request (assembling memory may itself call the model); it runs
+    inside the same lifecycle, so a disconnect during it is recorded like any other.
+    ``admitted`` is the first provider's reservation, taken before the request was
+    acknowledged; it is released when generation ends."""
+    buffer = run.buffer
+    request = GenerationRequest(messages=[])
+    started = time.perf_counter()
+    first_token_at: float | None = None
+    parts: list[str] = []
+    usage: Usage | None = None
+    status = MessageStatus.FAILED
+    error: ProviderError | None = None
+    provider = providers[0]
+    tried: list[dict[str, Any]] = []
+    normaliser = LineBreakNormaliser()
+
+    def emit(chunk: Chunk) -> None:
+        nonlocal usage, first_token_at
+        if chunk.usage is not None:
+            usage = chunk.usage
+        text = normaliser.feed(chunk.text) if chunk.text else ""
+        if text:
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+            parts.append(text)
+            buffer.append(EventType.MESSAGE, text)
+
+    try:
+        request = await prepare()
+        for index, candidate in enumerate(providers):
+            provider = candidate
+            reservation = admitted if index == 0 and admitted is not None else None
+            try:
+                if reservation is None and index > 0:
+                    reservation = candidate.admit()
+                    reservation.__enter__()
+                error = await _attempts(
+                    candidate, request, policy, emit, tried, lambda: bool(parts)
+                )
+            except ProviderError as exc:  # a fallback that is busy counts as a failed attempt
+                error = exc
+                tried.append({"provider": candidate.name, "code": exc.code})
+            finally:
+                if reservation is not None:
+                    reservation.__exit__(None, None, None)
+                    if reservation is admitted:
+                        admitted = None
+            if error is None:
+                status = MessageStatus.COMPLETED
+                break
+            if parts:
+                break  # text already streamed: no fallback can continue it seamlessly
+    except asyncio.CancelledError:
+        status = run.stop_reason or MessageStatus.INTERRUPTED
+        error = None
+        raise
+    except Exception as exc:  # preparing the request failed
+        logger.exception("generation failed before it started")
+        error = classify(exc, provider.name)
+    finally:
+        if admitted is not None:
+            admitted.__exit__(None, None, None)
+        text = "".join(parts)
+        if usage is None:
+            usage = Usage(
+                prompt_tokens=sum(provider.count_tokens(t.content) for t in request.messages),
+                completion_tokens=sum(provider.count_tokens(p) for p in parts),
+            )
+        error_body = (
+            {"code": error.code, "message": error.message, "retryable": error.retryable}
+            if error is not None and status is MessageStatus.FAILED
+            else None
+        )
+        outcome = Outcome(status, text, usage, provider.name, error_body, tried)
+        # Shielded: the reply must be recorded even when this task is cancelled again.
+        await asyncio.shield(_safe_finish(finish, outcome))
+        if error_body is not None:
+            buffer.append(EventType.ERROR, error_body)
+        buffer.append(EventType.USAGE, usage.as_dict())
+        buffer.append(
+            EventType.DONE,
+            {
+                "finish_reason": FINISH_REASON[status],
+                "status": status.value,
+                "provider": provider.name,
+                **(extra_done or {}),
+                "usage": usage.as_dict(),
+                "timings": {
+                    "total_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "ttft_ms": (
+                        round((first_token_at - started) * 1000, 3)
+                        if first_token_at is not None
+                        else None
+                    ),
+                },
+            },
+        )
+
+
+async def _attempts(
+    provider: Provider,
+    request: GenerationRequest,
+    policy: RetryPolicy,
+    emit: Callable[[Chunk], None],
+    tried: list[dict[str, Any]],
+    streamed: Callable[[], bool],
+) -> ProviderError | None:
+    """Stream from one provider, retrying failures before the first token."""
+    error: ProviderError | None = None
+    for attempt in range(policy.attempts):
+        if attempt:
+            await asyncio.sleep(policy.backoff * 2 ** (attempt - 1))
+        try:
+            await _stream_once(provider, request, policy, emit)
+            return None
+        except ProviderError as exc:
+            error = exc
+        except Exception as exc:
+            logger.warning("provider %s raised %r", provider.name, exc)
+            error = classify(exc, provider.name)
+        tried.append({"provider": provider.name, "attempt": attempt + 1, "code": error.code})
+        if streamed() or not error.retryable:
+            return error
+    return error
+
+
+async def _stream_once(
+    provider: Provider,
+    request: GenerationRequest,
+    policy: RetryPolicy,
+    emit: Callable[[Chunk], None],
+) -> None:
+    async with contextlib.aclosing(provider.stream(request)) as chunks:
+        iterator = aiter(chunks)
+        # A provider that stays silent is a failure like any other, retried or fallen back.
+        try:
+            async with asyncio.timeout(policy.first_token_timeout):
+                first = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        emit(first)
+        async for chunk in iterator:
+            emit(chunk)
+
+
+async def _safe_finish(finish: Finish, outcome: Outcome) -> None:
+    try:
+        await finish(outcome)
+    except Exception:
+        # A later release's startup pass marks rows left "streaming" as interrupted.
+        logger.exception("could not record the end of a generation")
