@@ -136,7 +136,7 @@ async def test_deleting_a_session_deletes_its_messages(
 
         from streamforge.models import Message
 
-        async with components.sessionmaker() as db:
+        async with components.database.read() as db:
             left = await db.scalar(
                 select(func.count()).select_from(Message).where(Message.session_id == session_id)
             )

@@ -64,3 +64,20 @@ def test_message_lines_keep_leading_spaces_and_trailing_newlines() -> None:
     raw = sse.encode(StreamEvent(3, EventType.MESSAGE, " lead\n\ntrail\n"))
     assert raw == b"id: 3\ndata:  lead\ndata: \ndata: trail\ndata: \n\n"
     assert decode(raw) == [("3", "message", " lead\n\ntrail\n")]
+
+
+async def test_event_log_expires_oldest_finished_streams_first() -> None:
+    from streamforge.streaming.log import InProcessEventLog
+
+    log = InProcessEventLog(retention=600, max_finished=2)
+    for index in range(4):
+        buffer = log.create(f"s{index}")
+        buffer.append(EventType.DONE, {})
+    running = log.create("running")
+    # Two finished streams are kept (the newest), and a running one is never dropped.
+    assert [key for key in ("s0", "s1", "s2", "s3") if log.get(key)] == ["s2", "s3"]
+    assert log.get("running") is running
+    expired = InProcessEventLog(retention=0, max_finished=100)
+    expired.create("a").append(EventType.DONE, {})
+    expired.create("b")
+    assert expired.get("a") is None and expired.get("b") is not None

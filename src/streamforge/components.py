@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streamforge.chains.core.llm_setup import ProviderRegistry, build_registry
 from streamforge.config.settings import Settings
-from streamforge.db.engine import create_engine, create_sessionmaker
+from streamforge.db.database import Database
+from streamforge.db.engine import create_engine
 from streamforge.db.migrate import upgrade_to_head
 from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
@@ -23,7 +24,7 @@ from streamforge.streaming.log import InProcessEventLog
 class Components:
     settings: Settings
     engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
+    database: Database
     providers: ProviderRegistry
     event_log: InProcessEventLog
     streams: StreamManager
@@ -45,28 +46,30 @@ class Components:
         except BaseException:
             await engine.dispose()
             raise
-        sessionmaker = create_sessionmaker(engine)
+        database = Database(engine)
         providers = build_registry(settings)
         try:
             await providers.start()
         except BaseException:
             await engine.dispose()
             raise
-        event_log = InProcessEventLog()
+        event_log = InProcessEventLog(
+            settings.streaming.retention, settings.streaming.max_retained_streams
+        )
         streams = StreamManager(event_log)
-        templates = TemplateService(sessionmaker)
-        memory = MemoryService(settings.memory, sessionmaker)
-        chat = ChatService(settings, sessionmaker, providers, streams, templates, memory)
+        templates = TemplateService(database)
+        memory = MemoryService(settings.memory, database)
+        chat = ChatService(settings, database, providers, streams, templates, memory)
         return cls(
             settings=settings,
             engine=engine,
-            sessionmaker=sessionmaker,
+            database=database,
             providers=providers,
             event_log=event_log,
             streams=streams,
             chat=chat,
             completions=CompletionService(providers, streams, chat),
-            sessions=SessionService(sessionmaker),
+            sessions=SessionService(database),
             templates=templates,
         )
 

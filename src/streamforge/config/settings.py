@@ -38,6 +38,9 @@ class StreamingSettings(BaseModel):
     heartbeat_interval: float = Field(default=15.0, gt=0)
     send_timeout: float = Field(default=30.0, gt=0)
     retry_ms: int = Field(default=3000, ge=0)
+    # How long a finished stream's events are kept, and how many finished streams at most.
+    retention: float = Field(default=600.0, ge=0)
+    max_retained_streams: int = Field(default=10_000, ge=0)
     simulated_delay: float = Field(default=0.1, ge=0)
 
 

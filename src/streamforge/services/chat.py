@@ -12,11 +12,10 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from streamforge.chains.core.llm_setup import ProviderRegistry
 from streamforge.chains.providers.base import GenerationRequest, Provider, ProviderBusy
 from streamforge.config.settings import Settings
+from streamforge.db.database import Database
 from streamforge.db.ids import is_valid_id, new_id
 from streamforge.errors import NotFound, TooManyRequests, ValidationFailed
 from streamforge.models import MessageRole, MessageStatus
@@ -49,14 +48,14 @@ class ChatService:
     def __init__(
         self,
         settings: Settings,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        database: Database,
         providers: ProviderRegistry,
         streams: StreamManager,
         templates: TemplateService,
         memory: MemoryService,
     ) -> None:
         self.settings = settings
-        self.sessionmaker = sessionmaker
+        self.database = database
         self.providers = providers
         self.streams = streams
         self.templates = templates
@@ -104,7 +103,7 @@ class ChatService:
     ) -> Turn:
         provider = chain[0]
         stream_id = new_id()
-        async with self.sessionmaker.begin() as db:
+        async with self.database.write() as db:
             if request.session_id is None:
                 template = await self.templates.resolve(owner_id, request.template)
                 variables = dict(request.variables or {})
@@ -176,7 +175,7 @@ class ChatService:
             )
 
         async def finish(outcome: Outcome) -> None:
-            async with self.sessionmaker.begin() as db:
+            async with self.database.write() as db:
                 await repo.finish_message(
                     db,
                     assistant_id,

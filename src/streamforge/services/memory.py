@@ -13,10 +13,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from streamforge.chains.providers.base import ChatTurn, GenerationRequest, Provider
 from streamforge.config.settings import MemorySettings
+from streamforge.db.database import Database
 from streamforge.repositories import sessions as repo
 
 logger = logging.getLogger(__name__)
@@ -52,11 +51,9 @@ class Assembled:
 
 
 class MemoryService:
-    def __init__(
-        self, settings: MemorySettings, sessionmaker: async_sessionmaker[AsyncSession]
-    ) -> None:
+    def __init__(self, settings: MemorySettings, database: Database) -> None:
         self.settings = settings
-        self.sessionmaker = sessionmaker
+        self.database = database
 
     def budget(self, provider: Provider, system: str, message: str, max_tokens: int) -> int:
         """Tokens available to the summary and the replayed turns together."""
@@ -173,7 +170,7 @@ class MemoryService:
         return _clip(provider, text, limit) if text else summary
 
     async def _store(self, owner_id: str, session_id: str, summary: str | None, until: str) -> None:
-        async with self.sessionmaker.begin() as db:
+        async with self.database.write() as db:
             await repo.set_summary(db, owner_id, session_id, summary, until)
 
 

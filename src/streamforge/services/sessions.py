@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from streamforge.db.database import Database
 from streamforge.db.ids import is_valid_id
 from streamforge.errors import NotFound
 from streamforge.models import ChatSession
@@ -17,26 +18,26 @@ def _not_found(session_id: str) -> NotFound:
 
 
 class SessionService:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self.sessionmaker = sessionmaker
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     async def create(self, owner_id: str, title: str | None) -> SessionPublic:
-        async with self.sessionmaker.begin() as db:
+        async with self.database.write() as db:
             session = await repo.create_session(db, owner_id, title)
             return SessionPublic.model_validate(session)
 
     async def list(self, owner_id: str, *, limit: int, offset: int) -> Page[SessionPublic]:
-        async with self.sessionmaker() as db:
+        async with self.database.read() as db:
             rows, total = await repo.list_sessions(db, owner_id, limit=limit, offset=offset)
             items = [SessionPublic.model_validate(row) for row in rows]
         return Page(items=items, total=total, limit=limit, offset=offset)
 
     async def get(self, owner_id: str, session_id: str) -> SessionPublic:
-        async with self.sessionmaker() as db:
+        async with self.database.read() as db:
             return SessionPublic.model_validate(await self._load(db, owner_id, session_id))
 
     async def rename(self, owner_id: str, session_id: str, title: str) -> SessionPublic:
-        async with self.sessionmaker.begin() as db:
+        async with self.database.write() as db:
             session = await self._load(db, owner_id, session_id)
             session.title = title
             await db.flush()
@@ -45,14 +46,14 @@ class SessionService:
     async def delete(self, owner_id: str, session_id: str) -> None:
         if not is_valid_id(session_id):
             raise _not_found(session_id)
-        async with self.sessionmaker.begin() as db:
+        async with self.database.write() as db:
             if not await repo.delete_session(db, owner_id, session_id):
                 raise _not_found(session_id)
 
     async def messages(
         self, owner_id: str, session_id: str, *, limit: int, offset: int
     ) -> Page[MessagePublic]:
-        async with self.sessionmaker() as db:
+        async with self.database.read() as db:
             await self._load(db, owner_id, session_id)
             rows, total = await repo.list_messages(
                 db, owner_id, session_id, limit=limit, offset=offset

@@ -20,8 +20,9 @@ from string import Formatter
 from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from streamforge.db.database import Database
 from streamforge.db.ids import is_valid_id
 from streamforge.errors import Conflict, NotFound, ValidationFailed
 from streamforge.models import PromptTemplate
@@ -193,8 +194,8 @@ class TemplateService:
     - ``render(template, variables)`` produces the system prompt.
     """
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self.sessionmaker = sessionmaker
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     # -- for the chat service ------------------------------------------------------------
 
@@ -211,7 +212,7 @@ class TemplateService:
             if version not in (None, 1):
                 raise _not_found(DEFAULT_TEMPLATE_NAME, version)
             return DEFAULT_TEMPLATE
-        async with self.sessionmaker() as db:
+        async with self.database.read() as db:
             return _version(await self._load(db, owner_id, name, version))
 
     async def get_version_by_id(self, owner_id: str, template_id: str | None) -> TemplateVersion:
@@ -224,7 +225,7 @@ class TemplateService:
             return DEFAULT_TEMPLATE
         if not is_valid_id(template_id):
             raise NotFound(f"template version {template_id!r} not found")
-        async with self.sessionmaker() as db:
+        async with self.database.read() as db:
             row = await repo.get_by_id(db, owner_id, template_id)
         if row is None:
             raise NotFound(f"template version {template_id!r} not found")
@@ -267,7 +268,7 @@ class TemplateService:
             )
         variables = template_variables(system_prompt)
         try:
-            async with self.sessionmaker.begin() as db:
+            async with self.database.write() as db:
                 highest, live = await repo.name_state(db, owner_id, name)
                 if live:
                     raise _exists(name)
@@ -289,7 +290,7 @@ class TemplateService:
         """The latest live version of each template by name, after the built-in default."""
         # The default is item 0 of the listing; stored templates follow from item 1.
         items = [DEFAULT_TEMPLATE_PUBLIC] if offset == 0 else []
-        async with self.sessionmaker() as db:
+        async with self.database.read() as db:
             rows, total = await repo.list_latest(
                 db, owner_id, limit=limit - len(items), offset=max(offset - 1, 0)
             )
@@ -301,7 +302,7 @@ class TemplateService:
             if version not in (None, 1):
                 raise _not_found(name, version)
             return DEFAULT_TEMPLATE_PUBLIC
-        async with self.sessionmaker() as db:
+        async with self.database.read() as db:
             return _public(await self._load(db, owner_id, name, version))
 
     async def versions(
@@ -311,7 +312,7 @@ class TemplateService:
         if name == DEFAULT_TEMPLATE_NAME:
             items = [DEFAULT_TEMPLATE_PUBLIC] if offset == 0 else []
             return Page(items=items, total=1, limit=limit, offset=offset)
-        async with self.sessionmaker() as db:
+        async with self.database.read() as db:
             await self._load(db, owner_id, name)
             rows, total = await repo.list_versions(db, owner_id, name, limit=limit, offset=offset)
             items = [_public(row) for row in rows]
@@ -325,7 +326,7 @@ class TemplateService:
             raise _built_in("updated")
         variables = template_variables(system_prompt)
         try:
-            async with self.sessionmaker.begin() as db:
+            async with self.database.write() as db:
                 latest = await self._load(db, owner_id, name)
                 row = await repo.add_version(
                     db,
@@ -348,7 +349,7 @@ class TemplateService:
             raise _built_in("deleted")
         if not _is_name(name):
             raise _not_found(name)
-        async with self.sessionmaker.begin() as db:
+        async with self.database.write() as db:
             if not await repo.soft_delete(db, owner_id, name):
                 raise _not_found(name)
 

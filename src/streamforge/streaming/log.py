@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from streamforge.streaming.events import EventType, StreamEvent
 
 
 class StreamBuffer:
-    __slots__ = ("_waiter", "closed", "closed_at", "events", "stream_id")
+    __slots__ = ("_on_close", "_waiter", "closed", "closed_at", "events", "stream_id")
 
-    def __init__(self, stream_id: str) -> None:
+    def __init__(
+        self, stream_id: str, on_close: Callable[[StreamBuffer], None] | None = None
+    ) -> None:
         self.stream_id = stream_id
+        self._on_close = on_close
         self.events: list[StreamEvent] = []
         self.closed = False
         self.closed_at: float | None = None
@@ -35,6 +40,8 @@ class StreamBuffer:
         if type_ is EventType.DONE:
             self.closed = True
             self.closed_at = time.monotonic()
+            if self._on_close is not None:
+                self._on_close(self)
         self._wake()
         return event
 
@@ -61,13 +68,19 @@ class StreamBuffer:
 
 
 class InProcessEventLog:
-    def __init__(self, retention: float = 600.0) -> None:
+    """Streams by id. Finished ones are dropped after ``retention`` seconds, or sooner, oldest
+    first, when more than ``max_finished`` are kept."""
+
+    def __init__(self, retention: float = 600.0, max_finished: int = 10_000) -> None:
         self.retention = retention
+        self.max_finished = max_finished
         self._streams: dict[str, StreamBuffer] = {}
+        # Streams in the order they finished: expiry looks only at the front.
+        self._finished: deque[StreamBuffer] = deque()
 
     def create(self, stream_id: str) -> StreamBuffer:
         self._expire()
-        buffer = StreamBuffer(stream_id)
+        buffer = StreamBuffer(stream_id, on_close=self._finished.append)
         self._streams[stream_id] = buffer
         return buffer
 
@@ -78,11 +91,11 @@ class InProcessEventLog:
         return len(self._streams)
 
     def _expire(self) -> None:
-        now = time.monotonic()
-        expired = [
-            key
-            for key, buffer in self._streams.items()
-            if buffer.closed_at is not None and now - buffer.closed_at > self.retention
-        ]
-        for key in expired:
-            del self._streams[key]
+        deadline = time.monotonic() - self.retention
+        finished = self._finished
+        while finished and (
+            len(finished) > self.max_finished or (finished[0].closed_at or 0.0) < deadline
+        ):
+            buffer = finished.popleft()
+            if self._streams.get(buffer.stream_id) is buffer:
+                del self._streams[buffer.stream_id]
