@@ -29,7 +29,7 @@ async def test_health_reports_each_component(app_factory: AppFactory, database_u
     assert components["provider"]["name"] == "simulated"
     assert components["event_log"]["status"] == "ok"
     assert chat.json()["status"] == "ok"
-    assert chat.json()["providers"] == ["simulated"]
+    assert chat.json()["providers"] == ["local", "simulated"]
 
 
 async def test_health_degrades_when_the_database_is_gone(app_factory: AppFactory) -> None:

@@ -12,7 +12,7 @@ from streamforge import SERVICE_NAME, __version__, http_errors
 from streamforge.components import Components
 from streamforge.config.settings import Settings
 from streamforge.middleware import BodyLimitMiddleware
-from streamforge.routers import chat, root, sessions, templates
+from streamforge.routers import chat, openai_api, root, sessions, templates
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(sessions.router)
     app.include_router(templates.router)
+    app.include_router(openai_api.router)
 
     # Middleware wraps in reverse order of addition: the body limit sits inside CORS so that
     # even a 413 carries the CORS headers a browser needs to read it.

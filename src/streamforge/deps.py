@@ -10,6 +10,7 @@ from streamforge.components import Components
 from streamforge.config.settings import Settings
 from streamforge.models.base import LOCAL_OWNER
 from streamforge.services.chat import ChatService
+from streamforge.services.completions import CompletionService
 from streamforge.services.sessions import SessionService
 from streamforge.services.templates import TemplateService
 
@@ -32,6 +33,10 @@ def get_chat_service(request: Request) -> ChatService:
     return get_components(request).chat
 
 
+def get_completion_service(request: Request) -> CompletionService:
+    return get_components(request).completions
+
+
 def get_session_service(request: Request) -> SessionService:
     return get_components(request).sessions
 
@@ -44,5 +49,6 @@ ComponentsDep = Annotated[Components, Depends(get_components)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+CompletionServiceDep = Annotated[CompletionService, Depends(get_completion_service)]
 SessionServiceDep = Annotated[SessionService, Depends(get_session_service)]
 TemplateServiceDep = Annotated[TemplateService, Depends(get_template_service)]

@@ -39,7 +39,7 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: StorableText | list[ContentPart] | None = Field(
         default=None,
-        description="A string, or a list of `{\"type\": \"text\", \"text\": ...}` parts.",
+        description='A string, or a list of `{"type": "text", "text": ...}` parts.',
     )
     name: Annotated[str, Field(max_length=256)] | None = None
 
@@ -85,9 +85,7 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(
         extra="ignore",
         json_schema_extra={
-            "examples": [
-                {"model": "simulated", "messages": [{"role": "user", "content": "Hello"}]}
-            ]
+            "examples": [{"model": "simulated", "messages": [{"role": "user", "content": "Hello"}]}]
         },
     )
 

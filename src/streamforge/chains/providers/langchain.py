@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -82,13 +83,16 @@ class LangChainProvider(BaseProvider):
         return {"status": "ok", "model": self.default_model}
 
     async def aclose(self) -> None:
-        for attribute in ("async_client", "root_async_client", "_async_client"):
+        # ChatOllama opens HTTP clients of its own and never closes them. ChatOpenAI and
+        # ChatAnthropic share process-wide clients cached per base URL: closing those would
+        # break the next model that reuses them, so they are left to the process.
+        for attribute in ("_async_client", "_client"):
             client = getattr(self.model, attribute, None)
-            close = getattr(client, "close", None) or getattr(client, "aclose", None)
-            if close is not None:
-                try:
-                    result = close()
-                    if hasattr(result, "__await__"):
-                        await result
-                except Exception:  # closing is best effort at shutdown
-                    pass
+            if client is None or not type(client).__module__.startswith("ollama"):
+                continue
+            try:
+                result = client.close()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # closing is best effort at shutdown
+                pass
