@@ -39,7 +39,9 @@ async def test_default_provider_streams_a_real_answer(app_factory: AppFactory) -
     assert result.done["usage"]["completion_tokens"] == 64
     # Arriving over time, not in one burst: the text events span most of the generation.
     text_arrivals = [
-        at for at, (_, event, _) in zip(result.arrivals, result.events) if event == "message"
+        at
+        for at, (_, event, _) in zip(result.arrivals, result.events, strict=True)
+        if event == "message"
     ]
     assert text_arrivals[-1] - text_arrivals[0] > 0.3 * elapsed
     assert messages[1]["content"] == result.text and result.text.strip()
