@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 import orjson
@@ -96,3 +97,55 @@ async def test_full_queue_answers_429_with_retry_after(app_factory: AppFactory) 
     # Nothing was stored for the refused request, and the queue serves again afterwards.
     assert sessions["total"] == 1
     assert after.done["status"] == "completed"
+
+
+async def test_openai_sdk_against_the_local_model(app_factory: AppFactory) -> None:
+    import openai
+    from langchain_openai import ChatOpenAI
+
+    app = app_factory(llm={"provider": "local"})
+    async with live_server(app) as server:
+        sdk = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        messages: list[Any] = [{"role": "user", "content": STORY}]
+        whole = await sdk.chat.completions.create(
+            model="local", messages=messages, max_tokens=24, temperature=0
+        )
+        parts: list[str] = []
+        usage = None
+        stream = await sdk.chat.completions.create(
+            model="local",
+            messages=messages,
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                parts.append(chunk.choices[0].delta.content)
+            if chunk.usage is not None:
+                usage = chunk.usage
+        chat = ChatOpenAI(
+            base_url=f"{server.url}/v1",
+            api_key="unused",  # type: ignore[arg-type]
+            model="local",
+            max_retries=0,
+            stream_usage=True,
+            max_tokens=12,  # type: ignore[call-arg]
+        )
+        pieces = [piece async for piece in chat.astream("Say hello.")]
+        # The client ChatOpenAI caches for this (unique) base URL dies with this server.
+        await chat.root_async_client.close()  # type: ignore[union-attr]
+        models = await sdk.models.list()
+        await sdk.close()
+
+    assert whole.choices[0].message.content
+    assert whole.usage is not None and whole.usage.completion_tokens == 24
+    assert whole.choices[0].finish_reason == "length"
+    assert len(parts) >= 5
+    # Same model, same prompt, temperature 0: streamed and whole answers agree.
+    assert "".join(parts) == whole.choices[0].message.content
+    assert usage is not None and usage.completion_tokens == 24
+    assert len([p for p in pieces if p.content]) >= 3
+    assert any(p.usage_metadata for p in pieces)
+    assert "local" in {model.id for model in models.data}
