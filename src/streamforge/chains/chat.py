@@ -30,8 +30,9 @@ def to_langchain(turns: Sequence[ChatTurn]) -> list[BaseMessage]:
 
 
 def chat_chain(
-    model: BaseChatModel, **options: Any
+    chat_model: BaseChatModel, /, **options: Any
 ) -> Runnable[dict[str, list[BaseMessage]], BaseMessage]:
     """``prompt | model``, with per-request options (model name, temperature, max tokens, stop)
     bound to the model call."""
-    return CHAT_PROMPT | (model.bind(**options) if options else model)
+    # Positional-only: the options themselves usually name a ``model``.
+    return CHAT_PROMPT | (chat_model.bind(**options) if options else chat_model)
