@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,14 +33,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-HOST = "127.0.0.1"
+from _client import (
+    HOST,
+    StreamError,
+    free_port,
+    percentile,
+    post_request,
+    process_cpu_seconds,
+    read_chunk,
+    read_head,
+    skip_body,
+    stop_server,
+    wait_until_healthy,
+)
+
 TARGET_EVENTS_PER_S = 5_000
-START_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 10.0
-
-
-class StreamError(Exception):
-    """A stream that did not end as a complete 200 response with ``event: done``."""
 
 
 @dataclass
@@ -64,13 +70,6 @@ class Stats:
 
 
 # --- the server ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_server(port: int, data_dir: str, words: int) -> subprocess.Popen[bytes]:
@@ -99,107 +98,11 @@ def start_server(port: int, data_dir: str, words: int) -> subprocess.Popen[bytes
     return subprocess.Popen(command, env=env, cwd=data_dir)
 
 
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-async def health_status(port: int) -> int:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        writer.write(
-            b"GET /health HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % HOST.encode()
-        )
-        await writer.drain()
-        status_line = await reader.readline()
-        return int(status_line.split()[1])
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-async def wait_until_healthy(process: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with code {process.returncode} while starting")
-        try:
-            status = await asyncio.wait_for(health_status(port), timeout=5)
-        except (OSError, ValueError, IndexError, TimeoutError) as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        else:
-            if status == 200:
-                return
-            last = f"status {status}"
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"GET /health did not answer 200 within {START_TIMEOUT:.0f} s ({last})")
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process, from /proc (None where there is no /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    # Fields 14 and 15 of stat(5) (utime, stime); fields[0] here is field 3.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # --- the client ------------------------------------------------------------------------------
 
 
 def build_request(port: int, keep_alive: bool) -> bytes:
-    body = b'{"message":"Hello"}'
-    connection = b"keep-alive" if keep_alive else b"close"
-    return (
-        b"POST /chat HTTP/1.1\r\n"
-        b"Host: %s:%d\r\n"
-        b"Content-Type: application/json\r\n"
-        b"Accept: text/event-stream\r\n"
-        b"Content-Length: %d\r\n"
-        b"Connection: %s\r\n"
-        b"\r\n%s" % (HOST.encode(), port, len(body), connection, body)
-    )
-
-
-async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes]]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head[:-4].split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers
-
-
-async def read_chunk(reader: asyncio.StreamReader) -> bytes:
-    """One chunk of a chunked body; b"" for the last one (its trailers are read too)."""
-    size_line = await reader.readuntil(b"\r\n")
-    size = int(size_line.split(b";", 1)[0], 16)
-    if size == 0:
-        while await reader.readuntil(b"\r\n") != b"\r\n":
-            pass
-        return b""
-    data = await reader.readexactly(size + 2)
-    return data[:-2]
-
-
-async def skip_body(reader: asyncio.StreamReader, headers: dict[bytes, bytes]) -> None:
-    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-        while await read_chunk(reader):
-            pass
-    elif b"content-length" in headers:
-        await reader.readexactly(int(headers[b"content-length"]))
+    return post_request(port, "/chat", b'{"message":"Hello"}', keep_alive=keep_alive)
 
 
 async def run_stream(
@@ -274,15 +177,6 @@ async def client(port: int, stats: Stats, keep_alive: bool) -> None:
     finally:
         if connection is not None:
             connection[1].close()
-
-
-def percentile(values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * fraction // 1))
-    return ordered[int(rank) - 1]
 
 
 async def measure(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from streamforge.deps import CompletionServiceDep, ComponentsDep, SettingsDep
+from streamforge.components import Components
+from streamforge.deps import get_components
 from streamforge.errors import NotFound, ValidationFailed
 from streamforge.http_errors import error_response
 from streamforge.models import MessageStatus
@@ -29,13 +30,27 @@ from streamforge.schemas.openai import (
     ModelPublic,
     Usage,
 )
-from streamforge.services.completions import Completion, CompletionRequest
+from streamforge.services.completions import Completion, CompletionRequest, CompletionService
 from streamforge.services.streams import StreamManager
 from streamforge.streaming.log import StreamBuffer
 from streamforge.streaming.openai import Collected, OpenAIChunkEncoder, collect
 from streamforge.streaming.response import Ending, EventStreamResponse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+async def _components(request: Request) -> Components:
+    # ``async`` so that it runs inline: FastAPI runs each plain ``def`` dependency in a worker
+    # thread, and those round trips cost more than the rest of this endpoint's setup.
+    return get_components(request)
+
+
+async def _completion_service(request: Request) -> CompletionService:
+    return get_components(request).completions
+
+
+ComponentsDep = Annotated[Components, Depends(_components)]
+CompletionServiceDep = Annotated[CompletionService, Depends(_completion_service)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 429, 502, 503, 504)
@@ -77,9 +92,9 @@ async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
     service: CompletionServiceDep,
-    settings: SettingsDep,
     components: ComponentsDep,
 ) -> Response:
+    settings = components.settings
     body.check_supported()
     turns = body.turns()
     limit_chars = settings.limits.max_message_chars

@@ -11,11 +11,15 @@ finish reason: the SDK raises ``APIError`` on such a chunk, so partial text is n
 for a complete answer.
 
 This is the gateway's hot path: the JSON around a delta is the same for every chunk of a
-stream, so it is built once and each delta's JSON string is spliced in.
+stream, so it is built once and each delta's JSON string is spliced in. A delta with nothing
+to escape (most of them) is spliced in as its UTF-8 bytes, which is what orjson would write:
+orjson's own output buffer makes it costly for the short strings a delta is, when many are
+kept until one send.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +31,8 @@ from streamforge.streaming.sse import PING
 DONE_LINE = b"data: [DONE]\n\n"
 
 _MESSAGE = EventType.MESSAGE
+# The characters JSON escapes; any other text is written as its UTF-8 bytes, as orjson does.
+_ESCAPED = re.compile(r'[\x00-\x1f"\\]').search
 _ERROR = EventType.ERROR
 _DONE = EventType.DONE
 
@@ -79,9 +85,11 @@ class OpenAIChunkEncoder:
 
     __slots__ = (
         "_close",
+        "_close_text",
         "_error",
         "_head",
         "_open",
+        "_open_text",
         "_usage_null",
         "deltas",
         "include_usage",
@@ -114,6 +122,9 @@ class OpenAIChunkEncoder:
         self._usage_null = b',"usage":null' if include_usage else b""
         self._open = self._head + b'[{"index":0,"delta":{"content":'
         self._close = b'},"logprobs":null,"finish_reason":null}]' + self._usage_null + b"}\n\n"
+        # The same around a delta's text written without its quotes.
+        self._open_text = self._open + b'"'
+        self._close_text = b'"' + self._close
 
     def head(self) -> bytes:
         return (
@@ -127,12 +138,29 @@ class OpenAIChunkEncoder:
     def encode(self, events: list[StreamEvent]) -> bytes:
         parts: list[bytes] = []
         append = parts.append
-        opening, closing, dumps = self._open, self._close, orjson.dumps
+        opening, closing, dumps = self._open_text, self._close_text, orjson.dumps
+        escaped = _ESCAPED
         for event in events:
             kind = event.type
             if kind is _MESSAGE:
+                text = event.data
+                if type(text) is str and escaped(text) is None:
+                    try:
+                        # Exactly orjson's output, without the quotes.
+                        encoded = text.encode()
+                    except UnicodeEncodeError:  # a lone surrogate: orjson raises for it
+                        encoded = dumps(text)[1:-1]
+                else:
+                    encoded = dumps(text)
+                    if encoded[:1] != b'"':  # not a string: write the value as it is
+                        append(self._open)
+                        append(encoded)
+                        append(self._close)
+                        self.deltas += 1
+                        continue
+                    encoded = encoded[1:-1]
                 append(opening)
-                append(dumps(event.data))
+                append(encoded)
                 append(closing)
                 self.deltas += 1
             elif kind is _ERROR:

@@ -19,6 +19,7 @@ import socket
 import ssl
 import urllib.request
 import zlib
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -258,24 +259,26 @@ class _Connection(asyncio.Protocol):
 
     def _parse_chunked(self, buffer: bytes) -> None:
         pos, size, left = 0, len(buffer), self._left
+        body = self._body
+        added = 0
         while pos < size:
             if left > 0:
                 end = pos + left
                 if end > size:
-                    self._add(buffer[pos:])
+                    body.append(buffer[pos:])
+                    added += size - pos
                     left -= size - pos
                     pos = size
                     break
-                self._add(buffer[pos:end])
+                body.append(buffer[pos:end])
+                added += left
                 pos, left = end, _DATA_END
-                continue
             if left == _DATA_END:
                 if size - pos < 2:
                     break
                 if buffer[pos : pos + 2] != b"\r\n":
                     raise UpstreamError("chunk data not followed by CRLF")
                 pos, left = pos + 2, _SIZE_LINE
-                continue
             end = buffer.find(b"\r\n", pos)
             if end < 0:
                 if size - pos > 4096:
@@ -286,16 +289,20 @@ class _Connection(asyncio.Protocol):
             if left == _TRAILERS:
                 if not line:  # the blank line that ends the body
                     self.complete = True
-                    if pos < size:
+                    if pos < size:  # more than the response: never reuse the connection
                         self.keep_alive = False
-                    self._left = left
-                    return
+                    pos = size
+                    break
                 continue
-            chunk_size = int(line.split(b";", 1)[0].strip(), 16)
+            try:
+                chunk_size = int(line, 16)
+            except ValueError:  # chunk extensions: "1a;name=value"
+                chunk_size = int(line.split(b";", 1)[0].strip(), 16)
             if chunk_size < 0:
                 raise UpstreamError("negative chunk size")
             left = chunk_size if chunk_size else _TRAILERS
         self._left = left
+        self._body_size += added
         if pos < size:
             self._rest = buffer[pos:]
 
@@ -390,7 +397,11 @@ class _Connection(asyncio.Protocol):
 
 
 class _UpstreamPool:
-    """Keep-alive connections to one upstream, most recently used first."""
+    """Keep-alive connections to one upstream, most recently used first.
+
+    As with httpx's limits: at most ``max_connections`` requests in flight (a request waits up
+    to ``pool_timeout`` for a place), at most ``max_idle`` idle connections, each kept for
+    ``keepalive_expiry`` seconds."""
 
     def __init__(
         self,
@@ -399,6 +410,7 @@ class _UpstreamPool:
         headers: dict[str, str],
         read_timeout: float,
         connect_timeout: float = CONNECT_TIMEOUT,
+        max_connections: int = 1000,
         max_idle: int = 200,
         keepalive_expiry: float = 5.0,
     ) -> None:
@@ -419,10 +431,14 @@ class _UpstreamPool:
         self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self.read_timeout = read_timeout
         self.connect_timeout = connect_timeout
+        self.pool_timeout = read_timeout
+        self.max_connections = max_connections
         self.max_idle = max_idle
         self.keepalive_expiry = keepalive_expiry
         self._idle: list[_Connection] = []
         self._ssl: ssl.SSLContext | None = None
+        self._active = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         if self.tls and self._ssl is None:
@@ -449,17 +465,51 @@ class _UpstreamPool:
             connection = self._idle.pop()
             if (
                 connection.loop is loop
-                and not connection.closed
+                and connection.reusable  # and nothing unasked for arrived while it was idle
                 and now - connection.idle_since < self.keepalive_expiry
             ):
                 return connection
             connection.close()
         return None
 
+    async def _acquire(self, loop: asyncio.AbstractEventLoop) -> None:
+        while self._active >= self.max_connections:
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout(self.pool_timeout):
+                    await waiter
+            except TimeoutError:
+                raise UpstreamError(
+                    f"no free connection to the upstream within {self.pool_timeout:g} s "
+                    f"({self.max_connections} in use)"
+                ) from None
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        self._active += 1
+
+    def _release(self) -> None:
+        self._active -= 1
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
     async def post(self, body: bytes) -> _Connection:
-        """Send the request; the connection once the response's head has arrived."""
+        """Send the request; the connection once the response's head has arrived. Every
+        connection it returns must be given back with ``release``."""
         loop = asyncio.get_running_loop()
         request = b"%b%d\r\n\r\n%b" % (self._head, len(body), body)
+        await self._acquire(loop)
+        try:
+            return await self._post(loop, request)
+        except BaseException:
+            self._release()
+            raise
+
+    async def _post(self, loop: asyncio.AbstractEventLoop, request: bytes) -> _Connection:
         while True:
             connection = self._idle_connection(loop)
             reused = connection is not None
@@ -483,6 +533,7 @@ class _UpstreamPool:
 
     def release(self, connection: _Connection) -> None:
         """Keep a connection whose response was read to the end; close any other."""
+        self._release()
         if connection.reusable and len(self._idle) < self.max_idle:
             connection.idle_since = connection.loop.time()
             self._idle.append(connection)
@@ -590,6 +641,8 @@ class OpenAICompatibleProvider(BaseProvider):
                 lines = (pending + data if pending else data).split(b"\n")
                 pending = lines.pop()
                 for line in lines:
+                    if not line:  # the blank line after each event
+                        continue
                     chunk = _parse_line(line)
                     if chunk is None:
                         continue
