@@ -1,4 +1,8 @@
-"""Dependencies shared by the routers, as ``Annotated`` aliases."""
+"""Dependencies shared by the routers, as ``Annotated`` aliases.
+
+All ``async``: FastAPI runs a plain ``def`` dependency in a worker thread, which costs a
+thread hop per dependency on every request for what is an attribute lookup.
+"""
 
 from __future__ import annotations
 
@@ -15,34 +19,34 @@ from streamforge.services.sessions import SessionService
 from streamforge.services.templates import TemplateService
 
 
-def get_components(request: Request) -> Components:
+async def get_components(request: Request) -> Components:
     components: Components = request.app.state.components
     return components
 
 
-def get_settings(request: Request) -> Settings:
-    return get_components(request).settings
+async def get_settings(request: Request) -> Settings:
+    return (await get_components(request)).settings
 
 
-def get_owner() -> str:
+async def get_owner() -> str:
     # The single local owner until API keys arrive; repositories already filter by it.
     return LOCAL_OWNER
 
 
-def get_chat_service(request: Request) -> ChatService:
-    return get_components(request).chat
+async def get_chat_service(request: Request) -> ChatService:
+    return (await get_components(request)).chat
 
 
-def get_completion_service(request: Request) -> CompletionService:
-    return get_components(request).completions
+async def get_completion_service(request: Request) -> CompletionService:
+    return (await get_components(request)).completions
 
 
-def get_session_service(request: Request) -> SessionService:
-    return get_components(request).sessions
+async def get_session_service(request: Request) -> SessionService:
+    return (await get_components(request)).sessions
 
 
-def get_template_service(request: Request) -> TemplateService:
-    return get_components(request).templates
+async def get_template_service(request: Request) -> TemplateService:
+    return (await get_components(request)).templates
 
 
 ComponentsDep = Annotated[Components, Depends(get_components)]

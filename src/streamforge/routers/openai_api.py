@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from streamforge.components import Components
-from streamforge.deps import get_components
+from streamforge.deps import CompletionServiceDep, ComponentsDep
 from streamforge.errors import NotFound, ValidationFailed
 from streamforge.http_errors import error_response
 from streamforge.models import MessageStatus
@@ -30,7 +29,7 @@ from streamforge.schemas.openai import (
     ModelPublic,
     Usage,
 )
-from streamforge.services.completions import Completion, CompletionRequest, CompletionService
+from streamforge.services.completions import Completion, CompletionRequest
 from streamforge.services.streams import StreamManager
 from streamforge.streaming.log import StreamBuffer
 from streamforge.streaming.openai import Collected, OpenAIChunkEncoder, collect
@@ -38,19 +37,6 @@ from streamforge.streaming.response import Ending, EventStreamResponse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
-
-async def _components(request: Request) -> Components:
-    # ``async`` so that it runs inline: FastAPI runs each plain ``def`` dependency in a worker
-    # thread, and those round trips cost more than the rest of this endpoint's setup.
-    return get_components(request)
-
-
-async def _completion_service(request: Request) -> CompletionService:
-    return get_components(request).completions
-
-
-ComponentsDep = Annotated[Components, Depends(_components)]
-CompletionServiceDep = Annotated[CompletionService, Depends(_completion_service)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 429, 502, 503, 504)
