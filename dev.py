@@ -24,6 +24,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".streamforge-installed"
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
+TORCH = "torch==2.13.0"
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
@@ -47,6 +48,9 @@ def ensure_venv(extras: str) -> None:
     # llama-cpp-python builds from source; its multimodal part is not needed.
     env.setdefault("CMAKE_ARGS", "-DLLAVA_BUILD=OFF")
     run(PYTHON, "-m", "pip", "install", "--upgrade", "pip", env=env)
+    # The embedding model runs on PyTorch; this release has a CPU build for every platform,
+    # where an unpinned `torch` can pull a multi-gigabyte CUDA build on Linux.
+    run(PYTHON, "-m", "pip", "install", TORCH, env=env)
     target = f".[{extras}]" if extras else "."
     run(PYTHON, "-m", "pip", "install", "-e", target, env=env)
     STAMP.write_text("\n".join([*installed, wanted]))

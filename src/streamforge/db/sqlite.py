@@ -2,7 +2,8 @@
 
 Many Pythons (macOS's, pyenv builds) ship a ``sqlite3`` that cannot load extensions, and the
 vector search of a later release needs sqlite-vec. sqlean bundles its own SQLite with
-extension loading and FTS5, so StreamForge never depends on the interpreter's build.
+extension loading and FTS5, so StreamForge never depends on the interpreter's build; every
+connection loads sqlite-vec as it opens.
 SQLAlchemy's aiosqlite dialect takes the exception classes from the module it is given, so the
 adapter below hands it sqlean's, keeping IntegrityError and friends mapped correctly.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 import aiosqlite
 import sqlean
+import sqlite_vec  # type: ignore[import-untyped]
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi, SQLiteDialect_aiosqlite
 
@@ -24,7 +26,13 @@ def _connect(database: str, **kwargs: Any) -> aiosqlite.Connection:
     kwargs.setdefault("check_same_thread", False)
 
     def connector() -> Any:
-        return sqlean.connect(database, **kwargs)
+        connection = sqlean.connect(database, **kwargs)
+        connection.enable_load_extension(True)
+        try:
+            sqlite_vec.load(connection)
+        finally:
+            connection.enable_load_extension(False)
+        return connection
 
     return aiosqlite.Connection(connector, iter_chunk_size=64)
 

@@ -2,6 +2,18 @@ from __future__ import annotations
 
 from streamforge.models.base import Base
 from streamforge.models.chat import ChatSession, Message, MessageRole, MessageStatus
+from streamforge.models.documents import Chunk, Collection, Document, DocumentStatus
 from streamforge.models.templates import PromptTemplate
 
-__all__ = ["Base", "ChatSession", "Message", "MessageRole", "MessageStatus", "PromptTemplate"]
+__all__ = [
+    "Base",
+    "ChatSession",
+    "Chunk",
+    "Collection",
+    "Document",
+    "DocumentStatus",
+    "Message",
+    "MessageRole",
+    "MessageStatus",
+    "PromptTemplate",
+]

@@ -53,3 +53,5 @@ class Message(IdMixin, OwnedMixin, TimestampMixin, Base):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The retrieved passages the answer was given, as sent in the stream's ``sources`` event.
+    citations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)

@@ -105,3 +105,7 @@ async def set_summary(
         .where(ChatSession.id == session_id, ChatSession.owner_id == owner_id)
         .values(summary=summary, summary_until=until)
     )
+
+
+async def set_citations(db: AsyncSession, message_id: str, citations: list[dict[str, Any]]) -> None:
+    await db.execute(update(Message).where(Message.id == message_id).values(citations=citations))

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API: ``/v1/chat/completions`` and ``/v1/models``.
+"""The OpenAI-compatible API: ``/v1/chat/completions``, ``/v1/models``, ``/v1/embeddings``.
 
 The official ``openai`` SDK and LangChain's ``ChatOpenAI`` work against it unchanged. Errors
 keep StreamForge's one shape, ``{"error": {"code", "message"}}``, which the SDK reads as it
@@ -8,23 +8,30 @@ reads OpenAI's own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from streamforge.deps import CompletionServiceDep, ComponentsDep
-from streamforge.errors import NotFound, ValidationFailed
+from streamforge.deps import CompletionServiceDep, ComponentsDep, EmbeddingServiceDep
+from streamforge.errors import BadRequest, NotFound, ValidationFailed
 from streamforge.http_errors import error_response
 from streamforge.models import MessageStatus
 from streamforge.schemas.common import ErrorResponse
+from streamforge.schemas.documents import rag_options
 from streamforge.schemas.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionRequest,
     Choice,
+    Embedding,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
     ModelList,
     ModelPublic,
     Usage,
@@ -97,6 +104,7 @@ async def chat_completions(
             temperature=body.temperature,
             max_tokens=body.answer_limit,
             stop=body.stop_sequences,
+            rag=rag_options(body.rag),
         )
     )
     created = int(time.time())
@@ -181,6 +189,7 @@ def _completion_response(
         id=completion_id,
         created=created,
         model=model,
+        sources=collected.sources,
         choices=[
             Choice(
                 index=0,
@@ -190,7 +199,10 @@ def _completion_response(
         ],
         usage=Usage(**conclusion.usage),
     )
-    return Response(completion.model_dump_json(), media_type="application/json")
+    return Response(
+        completion.model_dump_json(exclude={"sources"} if completion.sources is None else None),
+        media_type="application/json",
+    )
 
 
 @router.get("/models", summary="List models (OpenAI-compatible)", response_model=ModelList)
@@ -214,3 +226,54 @@ async def get_model(model: str, service: CompletionServiceDep) -> ModelPublic:
         if listed == model:
             return ModelPublic(id=listed, created=_MODEL_CREATED, owned_by=owner)
     raise NotFound(f"model {model!r} does not exist; see GET /v1/models")
+
+
+@router.post(
+    "/embeddings",
+    summary="Create embeddings (OpenAI-compatible)",
+    response_model=EmbeddingList,
+    responses=_ERRORS,
+)
+async def create_embeddings(
+    body: EmbeddingRequest, embeddings: EmbeddingServiceDep, components: ComponentsDep
+) -> EmbeddingList:
+    config = components.settings.embeddings
+    if body.model not in (embeddings.name, config.provider, "default"):
+        raise NotFound(
+            f"embedding model {body.model!r} does not exist; this server embeds with "
+            f"{embeddings.name!r}"
+        )
+    if body.dimensions is not None and body.dimensions != embeddings.dimensions:
+        raise BadRequest(
+            f"dimensions {body.dimensions} is not available; {embeddings.name!r} makes "
+            f"{embeddings.dimensions}-dimensional vectors"
+        )
+    texts = body.texts()
+    if len(texts) > config.max_inputs:
+        raise ValidationFailed(f"at most {config.max_inputs} inputs per request")
+    for index, text in enumerate(texts):
+        if len(text) > config.max_input_chars:
+            raise ValidationFailed(
+                f"input[{index}] is longer than {config.max_input_chars} characters"
+            )
+    vectors = await embeddings.embed_documents(texts)
+    tokens = sum(approximate_tokens(text) for text in texts)
+    return EmbeddingList(
+        data=[
+            Embedding(index=index, embedding=_encode_vector(vector, body.encoding_format))
+            for index, vector in enumerate(vectors)
+        ],
+        model=embeddings.name,
+        usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
+    )
+
+
+def approximate_tokens(text: str) -> int:
+    # About four characters a token for English text; only reported, never enforced.
+    return max(1, (len(text) + 3) // 4)
+
+
+def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return vector

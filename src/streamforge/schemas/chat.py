@@ -5,6 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streamforge.schemas.common import StorableText
+from streamforge.schemas.documents import RagField
 
 
 class ChatRequest(BaseModel):
@@ -37,6 +38,11 @@ class ChatRequest(BaseModel):
         ]
         | None
     ) = Field(default=None, description="Values for the template's variables.")
+    rag: RagField = Field(
+        default=None,
+        description="Answer from your documents: {collections, top_k}, a list of collection "
+        "names, true for all collections, or false.",
+    )
 
     @field_validator("message")
     @classmethod

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from streamforge.chains.providers.base import ChatTurn
 from streamforge.errors import BadRequest, ValidationFailed
 from streamforge.schemas.common import StorableText
+from streamforge.schemas.documents import RagField
 
 # The OpenAI "developer" role is the newer name of "system".
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -94,6 +95,11 @@ class ChatCompletionRequest(BaseModel):
     )
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1000)]
     stream: bool = False
+    rag: RagField = Field(
+        default=None,
+        description="StreamForge extension: ground the answer in your documents, as `rag` on "
+        "POST /chat; the passages come back in `sources`.",
+    )
     stream_options: StreamOptions | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
@@ -187,6 +193,8 @@ class ChatCompletion(BaseModel):
     system_fingerprint: None = None
     choices: list[Choice]
     usage: Usage
+    # StreamForge's extension: the passages retrieved when the request asked for ``rag``.
+    sources: list[dict[str, Any]] | None = None
 
 
 class ModelPublic(BaseModel):
@@ -199,3 +207,48 @@ class ModelPublic(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelPublic]
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"model": "all-MiniLM-L6-v2", "input": "Hello"}]},
+    )
+
+    model: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="The embedding model's name (see `GET /v1/models`), or `default`."
+    )
+    input: (
+        Annotated[StorableText, Field(min_length=1)]
+        | Annotated[list[Annotated[StorableText, Field(min_length=1)]], Field(min_length=1)]
+        | Annotated[list[int], Field(min_length=1)]
+        | Annotated[list[list[int]], Field(min_length=1)]
+    )
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1, le=65_536)] | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+
+    def texts(self) -> list[str]:
+        if isinstance(self.input, str):
+            return [self.input]
+        if all(isinstance(item, str) for item in self.input):
+            return [str(item) for item in self.input]
+        raise BadRequest("token arrays are not supported as input; send text")
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage

@@ -43,4 +43,5 @@ class MessagePublic(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: dict[str, object] | None = None
+    citations: list[dict[str, object]] | None = None
     created_at: datetime

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from streamforge.chains.core.llm_setup import ProviderRegistry
 from streamforge.chains.providers.base import GenerationRequest, Provider, ProviderBusy
+from streamforge.chains.rag import StreamForgeRetriever, from_document, grounded_prompt
 from streamforge.config.settings import Settings
 from streamforge.db.database import Database
 from streamforge.db.ids import is_valid_id, new_id
@@ -21,8 +22,10 @@ from streamforge.errors import NotFound, TooManyRequests, ValidationFailed
 from streamforge.models import MessageRole, MessageStatus
 from streamforge.repositories import sessions as repo
 from streamforge.schemas.chat import ChatRequest
+from streamforge.schemas.documents import RagOptions, rag_options
 from streamforge.services.generation import Outcome, RetryPolicy, generate
 from streamforge.services.memory import MemoryService, SessionMemory, StoredTurn
+from streamforge.services.retrieval import RetrievalService
 from streamforge.services.streams import StreamManager, StreamRun
 from streamforge.services.templates import TemplateService
 from streamforge.streaming.events import EventType
@@ -53,6 +56,7 @@ class ChatService:
         streams: StreamManager,
         templates: TemplateService,
         memory: MemoryService,
+        retrieval: RetrievalService,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -60,6 +64,7 @@ class ChatService:
         self.streams = streams
         self.templates = templates
         self.memory = memory
+        self.retrieval = retrieval
         self.policy = RetryPolicy(
             attempts=settings.llm.attempts,
             backoff=settings.llm.retry_backoff,
@@ -81,6 +86,10 @@ class ChatService:
             raise ValidationFailed(f"message is longer than {limit} characters")
         if request.session_id is not None and not is_valid_id(request.session_id):
             raise ValidationFailed("session_id is not a valid session id")
+        rag = rag_options(request.rag)
+        if rag is not None:
+            # Unknown collections are a 404 now, before anything is stored or streamed.
+            await self.retrieval.collections(owner_id, rag.collections)
         chain = self.provider_chain(request.provider)
         provider = chain[0]
         admission = provider.admit()
@@ -154,13 +163,20 @@ class ChatService:
             session_id, user_id, assistant_id = session.id, user.id, assistant.id
 
         max_tokens = request.max_tokens or provider.default_max_tokens
+        rag = rag_options(request.rag)
+        run_ref: list[StreamRun] = []
 
         async def prepare() -> GenerationRequest:
+            grounded = system
+            if rag is not None:
+                grounded = await self.ground(
+                    run_ref[0], owner_id, request.message, rag, system, assistant_id
+                )
             assembled = await self.memory.assemble(
                 owner_id=owner_id,
                 session_id=session_id,
                 provider=provider,
-                system=system,
+                system=grounded,
                 history=history,
                 memory=memory,
                 message=request.message,
@@ -199,6 +215,7 @@ class ChatService:
             )
 
         run = self.streams.start(stream_id, produce)
+        run_ref.append(run)
         # Logged before the producer task first runs, so ``session`` is always event 1.
         run.buffer.append(
             EventType.SESSION,
@@ -213,6 +230,31 @@ class ChatService:
             },
         )
         return Turn(session_id, stream_id, user_id, assistant_id, run)
+
+    async def ground(
+        self,
+        run: StreamRun,
+        owner_id: str,
+        question: str,
+        rag: RagOptions,
+        system: str,
+        assistant_id: str | None,
+    ) -> str:
+        """Retrieve for the question, log ``sources``, store them, and extend the prompt."""
+        retriever = StreamForgeRetriever(
+            service=self.retrieval,
+            owner_id=owner_id,
+            collections=rag.collections,
+            top_k=rag.top_k or self.settings.retrieval.top_k,
+        )
+        chunks = [from_document(d) for d in await retriever.ainvoke(question)]
+        snippet = self.settings.retrieval.snippet_chars
+        citations = [chunk.citation(index, snippet) for index, chunk in enumerate(chunks, start=1)]
+        run.buffer.append(EventType.SOURCES, {"sources": citations})
+        if assistant_id is not None:
+            async with self.database.write() as db:
+                await repo.set_citations(db, assistant_id, citations)
+        return grounded_prompt(system, chunks)
 
 
 def _title_from(message: str) -> str:

@@ -8,12 +8,15 @@ wire encoder differs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from streamforge.chains.core.llm_setup import ProviderRegistry
 from streamforge.chains.providers.base import ChatTurn, GenerationRequest, Provider, ProviderBusy
 from streamforge.db.ids import new_id
 from streamforge.errors import NotFound
+from streamforge.models.base import LOCAL_OWNER
+from streamforge.schemas.documents import RagOptions
 from streamforge.services.chat import ChatService, busy
 from streamforge.services.generation import Outcome, generate
 from streamforge.services.streams import StreamManager, StreamRun
@@ -34,6 +37,7 @@ class CompletionRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    rag: RagOptions | None = None
 
 
 class CompletionService:
@@ -63,8 +67,11 @@ class CompletionService:
                     listed.append((f"{provider.name}/{model}", provider.name))
         return listed
 
-    async def start(self, request: CompletionRequest) -> Completion:
+    async def start(self, request: CompletionRequest, owner_id: str = LOCAL_OWNER) -> Completion:
         provider, model = self.resolve_model(request.model)
+        rag = request.rag
+        if rag is not None:
+            await self.chat.retrieval.collections(owner_id, rag.collections)
         chain = [provider] + [p for p in self.chat.provider_chain(None)[1:] if p is not provider]
         admission = provider.admit()
         try:
@@ -79,8 +86,16 @@ class CompletionService:
             stop=list(request.stop),
         )
 
+        run_ref: list[StreamRun] = []
+
         async def prepare() -> GenerationRequest:
-            return generation
+            if rag is None:
+                return generation
+            question = next((t.content for t in reversed(request.messages) if t.role == "user"), "")
+            grounding = await self.chat.ground(run_ref[0], owner_id, question, rag, "", None)
+            return dataclasses.replace(
+                generation, messages=[ChatTurn("system", grounding), *generation.messages]
+            )
 
         async def finish(_: Outcome) -> None:
             return None
@@ -91,6 +106,7 @@ class CompletionService:
         stream_id = new_id()
         try:
             run = self.streams.start(stream_id, produce)
+            run_ref.append(run)
         except BaseException:
             admission.__exit__(None, None, None)
             raise

@@ -35,6 +35,7 @@ _MESSAGE = EventType.MESSAGE
 _ESCAPED = re.compile(r'[\x00-\x1f"\\]').search
 _ERROR = EventType.ERROR
 _DONE = EventType.DONE
+_SOURCES = EventType.SOURCES
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,12 @@ class OpenAIChunkEncoder:
                 self._error = event.data
             elif kind is _DONE:
                 append(self._end(event.data))
+            elif kind is _SOURCES:
+                # StreamForge's citations, on a chunk with no choices (as OpenAI's usage chunk).
+                append(
+                    b'%b[],"sources":%b%b}\n\n'
+                    % (self._head, dumps(event.data["sources"]), self._usage_null)
+                )
         return b"".join(parts)
 
     def _end(self, done: dict[str, Any]) -> bytes:
@@ -193,6 +200,7 @@ class OpenAIChunkEncoder:
 class Collected:
     text: str
     conclusion: Conclusion
+    sources: list[dict[str, Any]] | None = None
 
 
 def collect(events: list[StreamEvent], limit: int | None) -> Collected:
@@ -200,11 +208,14 @@ def collect(events: list[StreamEvent], limit: int | None) -> Collected:
     texts: list[str] = []
     error: dict[str, Any] | None = None
     done: dict[str, Any] = {}
+    sources: list[dict[str, Any]] | None = None
     for event in events:
         if event.type is _MESSAGE:
             texts.append(event.data)
+        elif event.type is _SOURCES:
+            sources = event.data["sources"]
         elif event.type is _ERROR:
             error = event.data
         elif event.type is _DONE:
             done = event.data
-    return Collected("".join(texts), conclude(done, error, len(texts), limit))
+    return Collected("".join(texts), conclude(done, error, len(texts), limit), sources)

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from streamforge.config.settings import Settings
 from streamforge.db.engine import create_engine
+from streamforge.db.migrate import include_name
 from streamforge.models import Base
 
 target_metadata = Base.metadata
@@ -25,6 +26,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,0 +1,163 @@
+"""Extraction in a child process, so a hostile file costs a failure reason, not the server.
+
+The cheap checks (name, leading bytes) run here; the parser runs in
+``python -m streamforge.documents.worker`` under a wall-clock timeout enforced here and, where
+the ``resource`` module exists, address-space and CPU limits the worker sets on itself. However
+the await ends (result, timeout, crash, cancellation) the child is killed and reaped before it
+returns, so no process, pipe or transport outlives the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamforge.documents.extract import (
+    Extracted,
+    ExtractionFailed,
+    check_filename,
+    claimed_format,
+    sniff,
+)
+
+logger = logging.getLogger(__name__)
+
+WORKER_MODULE = "streamforge.documents.worker"
+# The directory holding the ``streamforge`` package, for the child's import path.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_INHERITED = frozenset(
+    (
+        "PATH",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "LD_LIBRARY_PATH",
+        "DYLD_LIBRARY_PATH",
+        "SYSTEMROOT",
+        "TEMP",
+        "TMP",
+        "TMPDIR",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+    )
+)
+# Above this, decoding and JSON parsing leave the event loop for a thread.
+_INLINE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout: float = 30.0
+    memory_mb: int = 512
+    max_chars: int = 5_000_000
+    max_pages: int = 2000
+
+
+def worker_command() -> list[str]:
+    # -P: the working directory must not shadow a parser module with a file of the same name.
+    return [sys.executable, "-P", "-m", WORKER_MODULE]
+
+
+async def extract_isolated(data: bytes, filename: str, limits: Limits) -> Extracted:
+    """The text of an uploaded file, parsed in a child process; ExtractionFailed otherwise."""
+    fmt = claimed_format(check_filename(filename))
+    if len(data) > _INLINE_BYTES:
+        await asyncio.to_thread(sniff, data, fmt)
+    else:
+        sniff(data, fmt)
+    header = {
+        "format": fmt,
+        "max_chars": limits.max_chars,
+        "max_pages": limits.max_pages,
+        "memory_mb": limits.memory_mb,
+        "timeout": limits.timeout,
+    }
+    request = json.dumps(header).encode() + b"\n" + data
+    process = await asyncio.create_subprocess_exec(
+        *worker_command(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_child_environment(),
+    )
+    try:
+        async with asyncio.timeout(limits.timeout):
+            stdout, stderr = await process.communicate(request)
+    except TimeoutError:
+        raise ExtractionFailed(_timeout_reason(limits)) from None
+    finally:
+        await _kill_and_reap(process)
+    assert process.returncode is not None
+    return await _outcome(process.returncode, stdout, stderr, limits)
+
+
+async def _kill_and_reap(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):  # exited since the check
+            process.kill()
+    # Returns once the child has exited and its pipes are closed, which closes the transport.
+    await process.wait()
+
+
+async def _outcome(returncode: int, stdout: bytes, stderr: bytes, limits: Limits) -> Extracted:
+    result: Any = None
+    if returncode == 0 and stdout:
+        try:
+            if len(stdout) > _INLINE_BYTES:
+                result = await asyncio.to_thread(json.loads, stdout)
+            else:
+                result = json.loads(stdout)
+        except ValueError:
+            result = None
+    if isinstance(result, dict):
+        text, media_type, pages = result.get("text"), result.get("media_type"), result.get("pages")
+        if result.get("ok") is True and isinstance(text, str) and isinstance(media_type, str):
+            return Extracted(text, media_type, pages if isinstance(pages, int) else None)
+        reason = result.get("reason")
+        if result.get("ok") is False and isinstance(reason, str):
+            raise ExtractionFailed(reason)
+    raise ExtractionFailed(_death_reason(returncode, stderr, limits))
+
+
+def _death_reason(returncode: int, stderr: bytes, limits: Limits) -> str:
+    tail = stderr[-2000:].decode("utf-8", "replace")
+    logger.warning("document worker ended with status %s: %s", returncode, tail.strip())
+    memory = f"parsing needed more than {limits.memory_mb} MB of memory"
+    if "MemoryError" in tail or "Cannot allocate memory" in tail or "bad_alloc" in tail:
+        return memory
+    if returncode < 0:
+        number = -returncode
+        if number == getattr(signal, "SIGXCPU", None):
+            return _timeout_reason(limits)
+        if number == getattr(signal, "SIGKILL", None):  # the kernel's out-of-memory killer
+            return memory
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"the parser crashed on this file ({name})"
+    if returncode == 0:
+        return "the parser returned no result"
+    return f"the parser stopped unexpectedly (exit status {returncode})"
+
+
+def _timeout_reason(limits: Limits) -> str:
+    return f"parsing took longer than {limits.timeout:g} s"
+
+
+def _child_environment() -> dict[str, str]:
+    """What the interpreter needs to start, and no more: the parent's secrets stay out of reach
+    of a parser that a file might subvert."""
+    env = {name: value for name, value in os.environ.items() if name in _INHERITED}
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = _PACKAGE_ROOT if not path else _PACKAGE_ROOT + os.pathsep + path
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env

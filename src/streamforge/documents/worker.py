@@ -1,0 +1,95 @@
+"""The child side of sandboxed extraction: ``python -m streamforge.documents.worker``.
+
+Protocol, on stdin: one JSON line ``{"format", "max_chars", "max_pages", "memory_mb",
+"timeout"}``, then the file's raw bytes until EOF. On stdout: one JSON object, either
+``{"ok": true, "text", "media_type", "pages"}`` or ``{"ok": false, "reason"}``. The exit status
+is 0 whenever that object was written; anything else means the process died.
+
+The limits are set before the file is read or a parser imported, so both count against them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import warnings
+from typing import Any, BinaryIO
+
+_HEADER_LIMIT = 4096
+
+
+def main() -> int:
+    warnings.simplefilter("ignore")  # a broken file can make a parser warn per object
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        header = json.loads(stdin.readline(_HEADER_LIMIT))
+        fmt, max_chars, max_pages = header["format"], header["max_chars"], header["max_pages"]
+        memory_mb, timeout = int(header["memory_mb"]), float(header["timeout"])
+    except (ValueError, KeyError, TypeError):
+        _write(stdout, {"ok": False, "reason": "the document worker received a bad request"})
+        return 0
+    _limit_resources(memory_mb, timeout)
+    _write(stdout, _extract(stdin, fmt, max_chars, max_pages, memory_mb))
+    return 0
+
+
+def _extract(
+    stdin: BinaryIO, fmt: str, max_chars: int, max_pages: int, memory_mb: int
+) -> dict[str, Any]:
+    memory_reason = f"parsing needed more than {memory_mb} MB of memory"
+    try:
+        from streamforge.documents.extract import ExtractionFailed, extract_bytes
+    except MemoryError:
+        return {"ok": False, "reason": memory_reason}
+    try:
+        extracted = extract_bytes(stdin.read(), fmt, max_chars=max_chars, max_pages=max_pages)
+    except ExtractionFailed as exc:
+        return {"ok": False, "reason": exc.reason}
+    except MemoryError:
+        return {"ok": False, "reason": memory_reason}
+    except RecursionError:
+        return {"ok": False, "reason": "the file is nested too deeply to read"}
+    except Exception as exc:
+        return {"ok": False, "reason": f"the file could not be read ({type(exc).__name__})"}
+    return {
+        "ok": True,
+        "text": extracted.text,
+        "media_type": extracted.media_type,
+        "pages": extracted.pages,
+    }
+
+
+def _write(stdout: BinaryIO, result: dict[str, Any]) -> None:
+    try:
+        payload = json.dumps(result, ensure_ascii=False).encode("utf-8", "replace")
+    except MemoryError:
+        payload = b'{"ok": false, "reason": "the extracted text did not fit in memory"}'
+    stdout.write(payload)
+    stdout.flush()
+
+
+def _limit_resources(memory_mb: int, timeout: float) -> None:
+    try:
+        import resource
+    except ImportError:  # Windows: only the parent's wall-clock timeout applies
+        return
+
+    def lower(kind: int, soft: int, hard: int) -> None:
+        _, current_hard = resource.getrlimit(kind)
+        if current_hard != resource.RLIM_INFINITY:
+            hard = min(hard, current_hard)
+            soft = min(soft, hard)
+        with contextlib.suppress(ValueError, OSError):  # macOS refuses RLIMIT_AS, for one
+            resource.setrlimit(kind, (soft, hard))
+
+    memory = memory_mb * 1024 * 1024
+    lower(resource.RLIMIT_AS, memory, memory)
+    # The soft limit sends SIGXCPU, which the parent reports as a timeout; the hard one kills.
+    cpu = math.ceil(timeout) + 1
+    lower(resource.RLIMIT_CPU, cpu, cpu + 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

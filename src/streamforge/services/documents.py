@@ -1,0 +1,408 @@
+"""Collections and documents: upload, background ingestion, re-index, delete.
+
+An upload is stored (bytes, hash, ``queued``) and acknowledged at once; ingestion runs in
+worker tasks, never inside the request:
+
+    queued → processing (extract in a sandboxed process → split → embed → store) → ready
+                                                                                 ↘ failed
+
+Progress is written as the document moves through the steps (embedding reports per batch).
+Uploading a file whose name and bytes match a document already in the collection changes
+nothing; different bytes under the same name replace it. A document deleted or replaced while
+it is being ingested is never resurrected: the result is written only if the row still holds
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+from sqlalchemy.orm import undefer
+
+from streamforge.config.settings import IngestionSettings
+from streamforge.db.database import Database
+from streamforge.documents.extract import ExtractionFailed, check_filename
+from streamforge.documents.sandbox import Limits, extract_isolated
+from streamforge.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from streamforge.models import Collection, Document, DocumentStatus
+from streamforge.models.base import utcnow
+from streamforge.repositories import documents as repo
+from streamforge.services.embeddings import EmbeddingService
+from streamforge.stores import ChunkStore, NewChunk
+
+logger = logging.getLogger(__name__)
+
+# Progress points of the steps; embedding fills the range between the last two.
+_EXTRACTED, _SPLIT, _EMBEDDED = 0.2, 0.25, 0.95
+_PROGRESS_INTERVAL = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    document: Document
+    # False when an identical document was already there and nothing was queued.
+    queued: bool
+
+
+def split_text(text: str, chunk_size: int, chunk_overlap: int) -> list[NewChunk]:
+    """Split with LangChain's recursive splitter; each chunk keeps its offsets into ``text``.
+
+    The splitter returns substrings of the text in order; each is found from just after the
+    previous chunk's start, so ``text[start:end] == chunk.text`` holds by construction.
+    """
+    splitter = RecursiveCharacterTextSplitter(
+        chunk_size=chunk_size,
+        chunk_overlap=min(chunk_overlap, chunk_size // 2),
+        strip_whitespace=True,
+    )
+    chunks: list[NewChunk] = []
+    cursor = 0
+    for piece in splitter.split_text(text):
+        start = text.find(piece, cursor)
+        if start < 0:  # never expected; fall back to a search from the beginning
+            start = text.find(piece)
+            if start < 0:
+                continue
+        end = start + len(piece)
+        chunks.append(NewChunk(len(chunks), start, end, piece))
+        cursor = start + 1
+    return chunks
+
+
+def display_name(raw: str) -> str:
+    """A refused file name made safe to store and show: controls replaced, length capped."""
+    cleaned = "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in raw)
+    cleaned = cleaned.encode("utf-8", "replace").decode("utf-8", "replace")
+    return (cleaned.strip() or "unnamed")[:255]
+
+
+class DocumentService:
+    def __init__(
+        self,
+        settings: IngestionSettings,
+        database: Database,
+        store: ChunkStore,
+        embedder: EmbeddingService,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.store = store
+        self.embedder = embedder
+        self.limits = Limits(
+            timeout=settings.parse_timeout,
+            memory_mb=settings.parse_memory_mb,
+            max_chars=settings.max_chars,
+            max_pages=settings.max_pages,
+        )
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._pending: set[str] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for index in range(self.settings.concurrency):
+            self._workers.append(asyncio.create_task(self._work(), name=f"ingest-{index}"))
+        # Documents a previous run accepted but did not finish are picked up again.
+        async with self.database.read() as db:
+            unfinished = await repo.document_ids_with_status(
+                db, [DocumentStatus.QUEUED.value, DocumentStatus.PROCESSING.value]
+            )
+        for document_id in unfinished:
+            self._enqueue(document_id)
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+
+    async def wait_idle(self) -> None:
+        """Until every queued document has been ingested (tests, the CLI)."""
+        await self._idle.wait()
+
+    def _enqueue(self, document_id: str) -> None:
+        if document_id in self._pending:
+            return
+        self._pending.add(document_id)
+        self._idle.clear()
+        self._queue.put_nowait(document_id)
+
+    # -- collections -----------------------------------------------------------------------
+
+    async def create_collection(
+        self, owner_id: str, name: str, description: str | None = None
+    ) -> Collection:
+        async with self.database.write() as db:
+            if await repo.get_collection(db, owner_id, name) is not None:
+                raise Conflict(f"a collection named {name!r} already exists")
+            collection = Collection(owner_id=owner_id, name=name, description=description)
+            db.add(collection)
+            await db.flush()
+            return collection
+
+    async def list_collections(
+        self, owner_id: str, limit: int, offset: int
+    ) -> tuple[Sequence[Collection], int, dict[str, int]]:
+        async with self.database.read() as db:
+            items, total = await repo.list_collections(db, owner_id, limit=limit, offset=offset)
+            counts = await repo.document_counts(db, [c.id for c in items])
+        return items, total, counts
+
+    async def get_collection(self, owner_id: str, ref: str) -> tuple[Collection, int]:
+        async with self.database.read() as db:
+            collection = await repo.get_collection(db, owner_id, ref)
+            if collection is None:
+                raise NotFound(f"collection {ref!r} not found")
+            counts = await repo.document_counts(db, [collection.id])
+        return collection, counts.get(collection.id, 0)
+
+    async def delete_collection(self, owner_id: str, ref: str) -> None:
+        async with self.database.write() as db:
+            collection = await repo.get_collection(db, owner_id, ref)
+            if collection is None:
+                raise NotFound(f"collection {ref!r} not found")
+            await self.store.delete_collection(db, collection.id)
+            await db.delete(collection)
+
+    # -- documents -------------------------------------------------------------------------
+
+    async def upload(
+        self, owner_id: str, collection_ref: str, filename: str, data: bytes
+    ) -> Upload:
+        if len(data) > self.settings.max_upload_bytes:
+            raise PayloadTooLarge(
+                f"the file is larger than the upload limit of {self.settings.max_upload_bytes} "
+                "bytes"
+            )
+        try:
+            name = check_filename(filename)
+            refusal = None
+        except ExtractionFailed as exc:
+            name, refusal = display_name(filename), exc.reason
+        digest = hashlib.sha256(data).hexdigest()
+        async with self.database.write() as db:
+            collection = await repo.get_collection(db, owner_id, collection_ref)
+            if collection is None:
+                raise NotFound(f"collection {collection_ref!r} not found")
+            existing = None
+            if refusal is None:
+                existing = await repo.find_document(db, owner_id, collection.id, name)
+            if (
+                existing is not None
+                and existing.content_hash == digest
+                and existing.status != DocumentStatus.FAILED.value
+            ):
+                return Upload(existing, queued=False)
+            document = existing or Document(
+                owner_id=owner_id, collection_id=collection.id, name=name
+            )
+            document.size = len(data)
+            document.content_hash = digest
+            document.data = data
+            document.text = None
+            document.media_type = None
+            document.pages = None
+            document.chunk_count = 0
+            document.progress = 0.0
+            document.ingested_at = None
+            if refusal is not None:
+                document.status = DocumentStatus.FAILED.value
+                document.error = refusal
+            else:
+                document.status = DocumentStatus.QUEUED.value
+                document.error = None
+            if existing is None:
+                db.add(document)
+            else:  # replaced: its old chunks go now, the new ones come with ingestion
+                await self.store.delete_document(db, document.id)
+            await db.flush()
+        if refusal is None:
+            self._enqueue(document.id)
+        return Upload(document, queued=refusal is None)
+
+    async def list_documents(
+        self,
+        owner_id: str,
+        *,
+        collection: str | None,
+        status: DocumentStatus | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[Sequence[Document], int]:
+        async with self.database.read() as db:
+            collection_id = None
+            if collection is not None:
+                found = await repo.get_collection(db, owner_id, collection)
+                if found is None:
+                    raise NotFound(f"collection {collection!r} not found")
+                collection_id = found.id
+            return await repo.list_documents(
+                db,
+                owner_id,
+                collection_id=collection_id,
+                status=status.value if status else None,
+                limit=limit,
+                offset=offset,
+            )
+
+    async def get_document(self, owner_id: str, document_id: str) -> Document:
+        async with self.database.read() as db:
+            document = await repo.get_document(db, owner_id, document_id)
+        if document is None:
+            raise NotFound(f"document {document_id!r} not found")
+        return document
+
+    async def document_text(self, owner_id: str, document_id: str) -> str:
+        async with self.database.read() as db:
+            document = await repo.get_document(db, owner_id, document_id)
+            if document is None:
+                raise NotFound(f"document {document_id!r} not found")
+            await db.refresh(document, ["text"])
+            if document.text is None:
+                raise Conflict(f"document {document_id!r} has no extracted text yet")
+            return document.text
+
+    async def chunks(self, owner_id: str, document_id: str) -> list[NewChunk]:
+        async with self.database.read() as db:
+            if await repo.get_document(db, owner_id, document_id) is None:
+                raise NotFound(f"document {document_id!r} not found")
+            rows = await repo.chunks_of(db, owner_id, document_id)
+        return [NewChunk(c.ordinal, c.start_offset, c.end_offset, c.text) for c in rows]
+
+    async def delete_document(self, owner_id: str, document_id: str) -> None:
+        async with self.database.write() as db:
+            document = await repo.get_document(db, owner_id, document_id)
+            if document is None:
+                raise NotFound(f"document {document_id!r} not found")
+            await self.store.delete_document(db, document.id)
+            await db.delete(document)
+
+    async def reindex(self, owner_id: str, document_id: str) -> Document:
+        async with self.database.write() as db:
+            document = await repo.get_document(db, owner_id, document_id)
+            if document is None:
+                raise NotFound(f"document {document_id!r} not found")
+            if document.status in (DocumentStatus.QUEUED.value, DocumentStatus.PROCESSING.value):
+                return document
+            try:
+                check_filename(document.name)
+            except ExtractionFailed as exc:
+                raise ValidationFailed(exc.reason) from None
+            document.status = DocumentStatus.QUEUED.value
+            document.error = None
+            document.progress = 0.0
+            await db.flush()
+        self._enqueue(document.id)
+        return document
+
+    # -- ingestion -------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            document_id = await self._queue.get()
+            try:
+                await self._ingest(document_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.exception("ingesting document %s failed", document_id)
+                await self._fail(document_id, None, f"ingestion failed: {exc}")
+            finally:
+                self._pending.discard(document_id)
+                if not self._pending:
+                    self._idle.set()
+
+    async def _ingest(self, document_id: str) -> None:
+        async with self.database.write() as db:
+            document = await db.get(Document, document_id, options=[undefer(Document.data)])
+            if document is None or document.status not in (
+                DocumentStatus.QUEUED.value,
+                DocumentStatus.PROCESSING.value,
+            ):
+                return
+            document.status = DocumentStatus.PROCESSING.value
+            document.progress = 0.01
+            data, digest, name = document.data, document.content_hash, document.name
+            owner_id, collection_id = document.owner_id, document.collection_id
+        try:
+            extracted = await extract_isolated(data, name, self.limits)
+        except ExtractionFailed as exc:
+            await self._fail(document_id, digest, exc.reason)
+            return
+        del data
+        await self._progress(document_id, digest, _EXTRACTED)
+        chunks = await asyncio.to_thread(
+            split_text, extracted.text, self.settings.chunk_size, self.settings.chunk_overlap
+        )
+        if not chunks:
+            await self._fail(document_id, digest, "the document contains no text")
+            return
+        await self._progress(document_id, digest, _SPLIT)
+        last = time.monotonic()
+
+        async def embedded(done: int, total: int) -> None:
+            nonlocal last
+            if time.monotonic() - last >= _PROGRESS_INTERVAL:
+                last = time.monotonic()
+                share = done / total
+                await self._progress(document_id, digest, _SPLIT + share * (_EMBEDDED - _SPLIT))
+
+        vectors = await self.embedder.embed_documents([c.text for c in chunks], embedded)
+        async with self.database.write() as db:
+            document = await db.get(Document, document_id, with_for_update=True)
+            if document is None or document.content_hash != digest:
+                return  # deleted or replaced meanwhile
+            collection = await db.get(Collection, collection_id)
+            if collection is None:
+                return
+            if collection.embedding_model is None:
+                collection.embedding_model = self.embedder.name
+                collection.dimensions = self.embedder.dimensions
+            elif collection.embedding_model != self.embedder.name:
+                document.status = DocumentStatus.FAILED.value
+                document.error = (
+                    f"the collection holds vectors of {collection.embedding_model!r}, "
+                    f"not of the configured embedder {self.embedder.name!r}"
+                )
+                return
+            await self.store.write_chunks(
+                db,
+                owner_id=owner_id,
+                collection_id=collection_id,
+                document_id=document_id,
+                chunks=chunks,
+                vectors=vectors,
+            )
+            document.text = extracted.text
+            document.media_type = extracted.media_type
+            document.pages = extracted.pages
+            document.chunk_count = len(chunks)
+            document.status = DocumentStatus.READY.value
+            document.error = None
+            document.progress = 1.0
+            document.ingested_at = utcnow()
+
+    async def _progress(self, document_id: str, digest: str, progress: float) -> None:
+        async with self.database.write() as db:
+            document = await db.get(Document, document_id)
+            if document is not None and document.content_hash == digest:
+                document.progress = round(progress, 3)
+
+    async def _fail(self, document_id: str, digest: str | None, reason: str) -> None:
+        async with self.database.write() as db:
+            document = await db.get(Document, document_id)
+            if document is None or (digest is not None and document.content_hash != digest):
+                return
+            document.status = DocumentStatus.FAILED.value
+            document.error = reason
+            document.progress = 1.0

@@ -1,0 +1,20 @@
+"""Vector and full-text search over chunks, one interface for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from streamforge.db.database import Database
+from streamforge.stores.base import ChunkStore, Hit, NewChunk, search_terms
+
+
+def create_store(database: Database, *, ef_search: int = 100) -> ChunkStore:
+    """The store for the database's backend."""
+    if database.engine.dialect.name == "sqlite":
+        from streamforge.stores.sqlite import SQLiteChunkStore
+
+        return SQLiteChunkStore(database)
+    from streamforge.stores.postgres import PostgresChunkStore
+
+    return PostgresChunkStore(database, ef_search=ef_search)
+
+
+__all__ = ["ChunkStore", "Hit", "NewChunk", "create_store", "search_terms"]

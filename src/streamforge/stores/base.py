@@ -1,0 +1,313 @@
+"""What every chunk store does.
+
+A store writes a document's chunks, their vectors and their full-text entries in one
+transaction, deletes them together, and answers two kinds of query, each returning chunk ids
+with a score (higher is better) restricted to the given collections:
+
+- ``vector_search``: nearest chunks by cosine similarity to a unit-length query vector;
+- ``text_search``: best full-text matches of the query's words (any of them), BM25-style.
+
+Vectors live in one table per vector size, made when first needed, since the migrations cannot
+know which embedder a deployment uses.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from streamforge.db.database import Database
+from streamforge.models import Chunk
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+MAX_QUERY_TERMS = 64
+_DELETE_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class NewChunk:
+    ordinal: int
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    chunk_id: int
+    score: float
+
+
+# English function words: in an any-word match they match nearly every chunk, which costs
+# time and ranks nothing (PostgreSQL's english configuration drops the same kind of words).
+STOPWORDS = frozenset(
+    (
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "against",
+        "all",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doing",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "had",
+        "has",
+        "have",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "herself",
+        "him",
+        "himself",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "itself",
+        "just",
+        "me",
+        "more",
+        "most",
+        "my",
+        "myself",
+        "no",
+        "nor",
+        "not",
+        "now",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "our",
+        "ours",
+        "ourselves",
+        "out",
+        "over",
+        "own",
+        "same",
+        "she",
+        "should",
+        "so",
+        "some",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "theirs",
+        "them",
+        "themselves",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yours",
+        "yourself",
+        "yourselves",
+    )
+)
+
+
+def search_terms(query: str) -> list[str]:
+    """The distinct words of a query, in order, at most ``MAX_QUERY_TERMS``; stop words are
+    left out unless the query has nothing else."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(query.lower()):
+        seen.setdefault(word, None)
+    words = list(seen)
+    content = [word for word in words if word not in STOPWORDS]
+    return (content or words)[:MAX_QUERY_TERMS]
+
+
+class ChunkStore(abc.ABC):
+    backend: str
+    # True where deleting a chunk row deletes its vector too (a foreign key).
+    vectors_cascade: bool = False
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._spaces: set[int] = set()
+
+    async def start(self) -> None:  # noqa: B027 - most stores need no start
+        """Check what the backend offers; called once at startup."""
+
+    def unavailable(self) -> str | None:
+        """Why vector search cannot work here, or None when it can."""
+        return None
+
+    async def write_chunks(
+        self,
+        db: AsyncSession,
+        *,
+        owner_id: str,
+        collection_id: str,
+        document_id: str,
+        chunks: Sequence[NewChunk],
+        vectors: Sequence[Sequence[float]],
+    ) -> None:
+        """Replace a document's chunks with these, with their vectors and text entries."""
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk")
+        await self.delete_document(db, document_id)
+        if not chunks:
+            return
+        dimensions = len(vectors[0])
+        await self.ensure_space(db, dimensions)
+        result = await db.execute(
+            insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
+            [
+                {
+                    "owner_id": owner_id,
+                    "collection_id": collection_id,
+                    "document_id": document_id,
+                    "ordinal": chunk.ordinal,
+                    "start_offset": chunk.start,
+                    "end_offset": chunk.end,
+                    "text": chunk.text,
+                }
+                for chunk in chunks
+            ],
+        )
+        ids = [row[0] for row in result.all()]
+        await self._insert_vectors(db, dimensions, collection_id, ids, vectors)
+
+    async def delete_document(self, db: AsyncSession, document_id: str) -> None:
+        await self._delete_where(db, Chunk.document_id == document_id)
+
+    async def delete_collection(self, db: AsyncSession, collection_id: str) -> None:
+        await self._delete_where(db, Chunk.collection_id == collection_id)
+
+    async def _delete_where(self, db: AsyncSession, condition: ColumnElement[bool]) -> None:
+        if self.vectors_cascade:
+            await db.execute(delete(Chunk).where(condition))
+            return
+        ids = list((await db.execute(select(Chunk.id).where(condition))).scalars())
+        if not ids:
+            return
+        spaces = await self._existing_spaces(db)
+        for start in range(0, len(ids), _DELETE_BATCH):
+            batch = ids[start : start + _DELETE_BATCH]
+            for dimensions in spaces:
+                await self._delete_from_space(db, dimensions, batch)
+            await db.execute(delete(Chunk).where(Chunk.id.in_(batch)))
+
+    async def ensure_space(self, db: AsyncSession, dimensions: int) -> None:
+        """Create the vector table for this vector size, once per process."""
+        if dimensions in self._spaces:
+            return
+        await self._create_space(db, dimensions)
+        self._spaces.add(dimensions)
+
+    @abc.abstractmethod
+    async def _create_space(self, db: AsyncSession, dimensions: int) -> None: ...
+
+    @abc.abstractmethod
+    async def _existing_spaces(self, db: AsyncSession) -> list[int]: ...
+
+    @abc.abstractmethod
+    async def _insert_vectors(
+        self,
+        db: AsyncSession,
+        dimensions: int,
+        collection_id: str,
+        ids: Sequence[int],
+        vectors: Sequence[Sequence[float]],
+    ) -> None: ...
+
+    async def _delete_from_space(
+        self, db: AsyncSession, dimensions: int, ids: Sequence[int]
+    ) -> None:
+        """Delete these chunks' vectors (stores whose vectors do not cascade)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    async def vector_search(
+        self,
+        db: AsyncSession,
+        vector: Sequence[float],
+        collection_ids: Sequence[str],
+        k: int,
+    ) -> list[Hit]: ...
+
+    @abc.abstractmethod
+    async def text_search(
+        self,
+        db: AsyncSession,
+        query: str,
+        collection_ids: Sequence[str],
+        k: int,
+    ) -> list[Hit]: ...
+
+
+def space_table(prefix: str, dimensions: int) -> str:
+    """A vector table's name; dimensions is an int, so the name is safe to format into SQL."""
+    return f"{prefix}{int(dimensions)}"

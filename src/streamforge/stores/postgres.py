@@ -1,0 +1,165 @@
+"""Chunks on PostgreSQL: pgvector (HNSW, cosine) for vectors, tsvector for full text.
+
+Vectors sit in a table per vector size with an HNSW index; deleting a chunk deletes its vector
+through the foreign key. Filtered searches use pgvector's iterative index scan, so a filter on
+a small collection still fills ``k``. Full text uses the English configuration over a GIN
+index on a stored tsvector column (migration 0003); any of the query's words may match, ranked by
+``ts_rank_cd``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from streamforge.db.database import Database
+from streamforge.errors import ServiceUnavailable
+from streamforge.stores.base import ChunkStore, Hit, search_terms, space_table
+
+PREFIX = "chunk_vectors_"
+# Any constant; the same in every worker, so two creating one table take turns.
+_DDL_LOCK_KEY = 0x5F0F_0002
+
+
+def _literal(vector: Sequence[float]) -> str:
+    return "[" + ",".join(repr(float(v)) for v in vector) + "]"
+
+
+class PostgresChunkStore(ChunkStore):
+    backend = "postgresql"
+    vectors_cascade = True
+
+    def __init__(self, database: Database, *, ef_search: int = 100) -> None:
+        super().__init__(database)
+        self.ef_search = int(ef_search)
+        self._missing: str | None = None
+
+    async def start(self) -> None:
+        async with self.database.read() as db:
+            row = (
+                await db.execute(
+                    text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                )
+            ).first()
+        if row is None:
+            self._missing = (
+                "the PostgreSQL server has no pgvector extension: install pgvector and run "
+                "CREATE EXTENSION vector, or use SQLite"
+            )
+
+    def unavailable(self) -> str | None:
+        return self._missing
+
+    def _require_vectors(self) -> None:
+        if self._missing is not None:
+            raise ServiceUnavailable(self._missing)
+
+    async def _create_space(self, db: AsyncSession, dimensions: int) -> None:
+        self._require_vectors()
+        table = space_table(PREFIX, dimensions)
+        await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY})
+        await db.execute(
+            text(
+                f"CREATE TABLE IF NOT EXISTS {table} ("
+                "chunk_id bigint PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE, "
+                "collection_id varchar(36) NOT NULL, "
+                f"embedding vector({int(dimensions)}) NOT NULL)"
+            )
+        )
+        await db.execute(
+            text(
+                f"CREATE INDEX IF NOT EXISTS ix_{table}_hnsw ON {table} "
+                "USING hnsw (embedding vector_cosine_ops)"
+            )
+        )
+
+    async def _existing_spaces(self, db: AsyncSession) -> list[int]:
+        rows = await db.execute(
+            text(
+                "SELECT tablename FROM pg_tables "
+                "WHERE schemaname = current_schema() AND tablename LIKE :pattern"
+            ),
+            {"pattern": f"{PREFIX}%"},
+        )
+        return [int(name[len(PREFIX) :]) for (name,) in rows if name[len(PREFIX) :].isdigit()]
+
+    async def _insert_vectors(
+        self,
+        db: AsyncSession,
+        dimensions: int,
+        collection_id: str,
+        ids: Sequence[int],
+        vectors: Sequence[Sequence[float]],
+    ) -> None:
+        table = space_table(PREFIX, dimensions)
+        await db.execute(
+            text(
+                f"INSERT INTO {table} (chunk_id, collection_id, embedding) "
+                "VALUES (:id, :collection, CAST(:embedding AS vector))"
+            ),
+            [
+                {"id": chunk_id, "collection": collection_id, "embedding": _literal(vector)}
+                for chunk_id, vector in zip(ids, vectors, strict=True)
+            ],
+        )
+
+    async def vector_search(
+        self,
+        db: AsyncSession,
+        vector: Sequence[float],
+        collection_ids: Sequence[str],
+        k: int,
+    ) -> list[Hit]:
+        self._require_vectors()
+        dimensions = len(vector)
+        if not collection_ids:
+            return []
+        if dimensions not in self._spaces:
+            if dimensions not in await self._existing_spaces(db):
+                return []
+            self._spaces.add(dimensions)
+        table = space_table(PREFIX, dimensions)
+        # SET cannot take bind parameters; both values are ints formatted here.
+        await db.execute(text(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, int(k))}"))
+        await db.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        rows = await db.execute(
+            text(
+                # No index on collection_id, on purpose: the planner must walk the HNSW graph
+                # (filtering as it goes) rather than sort a whole collection exactly.
+                f"SELECT chunk_id, embedding <=> CAST(:embedding AS vector) AS distance "
+                f"FROM {table} WHERE collection_id = ANY(:collections) "
+                "ORDER BY embedding <=> CAST(:embedding AS vector) LIMIT :k"
+            ),
+            {"embedding": _literal(vector), "collections": list(collection_ids), "k": k},
+        )
+        hits = [Hit(int(chunk_id), 1.0 - float(distance)) for chunk_id, distance in rows]
+        # relaxed_order may return near neighbours slightly out of order.
+        hits.sort(key=lambda hit: -hit.score)
+        return hits
+
+    async def text_search(
+        self,
+        db: AsyncSession,
+        query: str,
+        collection_ids: Sequence[str],
+        k: int,
+    ) -> list[Hit]:
+        terms = search_terms(query)
+        if not terms or not collection_ids:
+            return []
+        # plainto_tsquery stems the words and drops stop words; OR them so any may match.
+        rows = await db.execute(
+            text(
+                "WITH q AS (SELECT replace(plainto_tsquery('english', :query)::text, ' & ', ' | ')"
+                "::tsquery AS query) "
+                "SELECT chunks.id, ts_rank_cd(chunks.search_vector, q.query, 1) "
+                "AS rank FROM chunks, q "
+                "WHERE chunks.search_vector @@ q.query "
+                "AND chunks.collection_id = ANY(:collections) "
+                "ORDER BY rank DESC LIMIT :k"
+            ),
+            {"query": " ".join(terms), "collections": list(collection_ids), "k": k},
+        )
+        return [Hit(int(chunk_id), float(rank)) for chunk_id, rank in rows]
