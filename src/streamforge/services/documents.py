@@ -126,6 +126,11 @@ class DocumentService:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
 
+    @property
+    def queued(self) -> int:
+        """Documents accepted and not yet ingested by this worker."""
+        return len(self._pending)
+
     async def wait_idle(self) -> None:
         """Until every queued document has been ingested (tests, the CLI)."""
         await self._idle.wait()

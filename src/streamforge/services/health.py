@@ -41,6 +41,21 @@ async def provider_health(components: Components) -> dict[str, Any]:
     return {"name": provider.name, **report}
 
 
+async def vector_store_health(components: Components) -> dict[str, Any]:
+    store = components.store
+    missing = store.unavailable()
+    report: dict[str, Any] = {
+        "status": "ok" if missing is None else "error",
+        "backend": "sqlite-vec + FTS5" if store.backend == "sqlite" else "pgvector + tsvector",
+        "embedder": components.embeddings.name,
+        "dimensions": components.embeddings.dimensions,
+        "ingestion_queue": components.documents.queued,
+    }
+    if missing is not None:
+        report["error"] = missing
+    return report
+
+
 async def chat_health(components: Components) -> dict[str, Any]:
     provider = await provider_health(components)
     return {
@@ -58,6 +73,7 @@ async def overall_health(components: Components) -> dict[str, Any]:
     )
     checks = {
         "database": database,
+        "vector_store": await vector_store_health(components),
         "event_log": {
             "status": "ok",
             "backend": "in-process",
