@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 from docx import Document as DocxDocument
-from fpdf import FPDF
 
 from streamforge.components import Components
+from tests.hostile_files import text_pdf
 
 BEES = (
     "Beekeepers inspect hives every ten days in spring. The entrance of a hive should face "
@@ -30,12 +30,8 @@ TIDES = (
 
 
 def pdf_bytes(paragraphs: list[str]) -> bytes:
-    pdf = FPDF()
-    pdf.set_font("helvetica", size=11)
-    for paragraph in paragraphs:
-        pdf.add_page()
-        pdf.multi_cell(0, 6, paragraph)
-    return bytes(pdf.output())
+    """A PDF with one paragraph a page."""
+    return text_pdf(tuple(paragraphs))
 
 
 def docx_bytes(title: str, paragraphs: list[str]) -> bytes:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, insert, select
+from sqlalchemy import ColumnElement, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamforge.db.database import Database
@@ -192,6 +192,13 @@ class ChunkStore(abc.ABC):
     backend: str
     # True where deleting a chunk row deletes its vector too (a foreign key).
     vectors_cascade: bool = False
+    # Vector tables are named prefix + dimensions; how a vector is bound in SQL.
+    prefix: str
+    vector_placeholder: str
+
+    @abc.abstractmethod
+    def vector_parameter(self, vector: Sequence[float]) -> object:
+        """A vector as the backend's driver binds it."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -273,7 +280,6 @@ class ChunkStore(abc.ABC):
     @abc.abstractmethod
     async def _existing_spaces(self, db: AsyncSession) -> list[int]: ...
 
-    @abc.abstractmethod
     async def _insert_vectors(
         self,
         db: AsyncSession,
@@ -281,7 +287,22 @@ class ChunkStore(abc.ABC):
         collection_id: str,
         ids: Sequence[int],
         vectors: Sequence[Sequence[float]],
-    ) -> None: ...
+    ) -> None:
+        table = space_table(self.prefix, dimensions)
+        await db.execute(
+            text(
+                f"INSERT INTO {table} (chunk_id, collection_id, embedding) "
+                f"VALUES (:id, :collection, {self.vector_placeholder})"
+            ),
+            [
+                {
+                    "id": chunk_id,
+                    "collection": collection_id,
+                    "embedding": self.vector_parameter(vector),
+                }
+                for chunk_id, vector in zip(ids, vectors, strict=True)
+            ],
+        )
 
     async def _delete_from_space(
         self, db: AsyncSession, dimensions: int, ids: Sequence[int]

@@ -30,6 +30,11 @@ def _literal(vector: Sequence[float]) -> str:
 class PostgresChunkStore(ChunkStore):
     backend = "postgresql"
     vectors_cascade = True
+    prefix = PREFIX
+    vector_placeholder = "CAST(:embedding AS vector)"
+
+    def vector_parameter(self, vector: Sequence[float]) -> str:
+        return _literal(vector)
 
     def __init__(self, database: Database, *, ef_search: int = 100) -> None:
         super().__init__(database)
@@ -84,26 +89,6 @@ class PostgresChunkStore(ChunkStore):
             {"pattern": f"{PREFIX}%"},
         )
         return [int(name[len(PREFIX) :]) for (name,) in rows if name[len(PREFIX) :].isdigit()]
-
-    async def _insert_vectors(
-        self,
-        db: AsyncSession,
-        dimensions: int,
-        collection_id: str,
-        ids: Sequence[int],
-        vectors: Sequence[Sequence[float]],
-    ) -> None:
-        table = space_table(PREFIX, dimensions)
-        await db.execute(
-            text(
-                f"INSERT INTO {table} (chunk_id, collection_id, embedding) "
-                "VALUES (:id, :collection, CAST(:embedding AS vector))"
-            ),
-            [
-                {"id": chunk_id, "collection": collection_id, "embedding": _literal(vector)}
-                for chunk_id, vector in zip(ids, vectors, strict=True)
-            ],
-        )
 
     async def vector_search(
         self,

@@ -24,6 +24,11 @@ def _blob(vector: Sequence[float]) -> bytes:
 
 class SQLiteChunkStore(ChunkStore):
     backend = "sqlite"
+    prefix = PREFIX
+    vector_placeholder = ":embedding"
+
+    def vector_parameter(self, vector: Sequence[float]) -> bytes:
+        return _blob(vector)
 
     async def _create_space(self, db: AsyncSession, dimensions: int) -> None:
         table = space_table(PREFIX, dimensions)
@@ -47,26 +52,6 @@ class SQLiteChunkStore(ChunkStore):
             if suffix.isdigit():
                 spaces.append(int(suffix))
         return spaces
-
-    async def _insert_vectors(
-        self,
-        db: AsyncSession,
-        dimensions: int,
-        collection_id: str,
-        ids: Sequence[int],
-        vectors: Sequence[Sequence[float]],
-    ) -> None:
-        table = space_table(PREFIX, dimensions)
-        await db.execute(
-            text(
-                f"INSERT INTO {table}(chunk_id, collection_id, embedding) "
-                "VALUES (:id, :collection, :embedding)"
-            ),
-            [
-                {"id": chunk_id, "collection": collection_id, "embedding": _blob(vector)}
-                for chunk_id, vector in zip(ids, vectors, strict=True)
-            ],
-        )
 
     async def _delete_from_space(
         self, db: AsyncSession, dimensions: int, ids: Sequence[int]
