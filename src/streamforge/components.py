@@ -56,7 +56,12 @@ class Components:
             await engine.dispose()
             raise
         database = Database(engine)
-        store = create_store(database, ef_search=settings.retrieval.hnsw_ef_search)
+        store = create_store(
+            database,
+            ef_search=settings.retrieval.hnsw_ef_search,
+            ivf_min_vectors=settings.retrieval.ivf_min_vectors,
+            ivf_probes=settings.retrieval.ivf_probes,
+        )
         providers = build_registry(settings)
         try:
             embeddings = EmbeddingService(
@@ -98,6 +103,7 @@ class Components:
     async def stop(self) -> None:
         await self.documents.stop()
         await self.embeddings.aclose()
+        await self.store.aclose()
         await self.streams.shutdown()
         await self.providers.aclose()
         await self.engine.dispose()

@@ -46,6 +46,9 @@ class Collection(IdMixin, OwnedMixin, TimestampMixin, Base):
     # The embedder that produced the collection's vectors, fixed by its first document.
     embedding_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     dimensions: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Bumped by every write of the collection's vectors: in-memory indexes compare it to know
+    # when they are stale.
+    vectors_version: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Document(IdMixin, OwnedMixin, TimestampMixin, Base):

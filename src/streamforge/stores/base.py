@@ -18,11 +18,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, insert, select, text
+from sqlalchemy import ColumnElement, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamforge.db.database import Database
-from streamforge.models import Chunk
+from streamforge.models import Chunk, Collection
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 64
@@ -246,6 +246,7 @@ class ChunkStore(abc.ABC):
         )
         ids = [row[0] for row in result.all()]
         await self._insert_vectors(db, dimensions, collection_id, ids, vectors)
+        await self._touch(db, [collection_id])
 
     async def delete_document(self, db: AsyncSession, document_id: str) -> None:
         await self._delete_where(db, Chunk.document_id == document_id)
@@ -254,6 +255,8 @@ class ChunkStore(abc.ABC):
         await self._delete_where(db, Chunk.collection_id == collection_id)
 
     async def _delete_where(self, db: AsyncSession, condition: ColumnElement[bool]) -> None:
+        touched = await db.execute(select(Chunk.collection_id).where(condition).distinct())
+        await self._touch(db, list(touched.scalars()))
         if self.vectors_cascade:
             await db.execute(delete(Chunk).where(condition))
             return
@@ -266,6 +269,17 @@ class ChunkStore(abc.ABC):
             for dimensions in spaces:
                 await self._delete_from_space(db, dimensions, batch)
             await db.execute(delete(Chunk).where(Chunk.id.in_(batch)))
+
+    async def _touch(self, db: AsyncSession, collection_ids: Sequence[str]) -> None:
+        if collection_ids:
+            await db.execute(
+                update(Collection)
+                .where(Collection.id.in_(collection_ids))
+                .values(vectors_version=Collection.vectors_version + 1)
+            )
+
+    async def aclose(self) -> None:  # noqa: B027 - most stores have nothing to stop
+        """Stop background work; called at shutdown."""
 
     async def ensure_space(self, db: AsyncSession, dimensions: int) -> None:
         """Create the vector table for this vector size, once per process."""

@@ -1,19 +1,29 @@
 """Chunks on SQLite: sqlite-vec for vectors, FTS5 for full text, in the application's file.
 
 Vectors sit in a ``vec0`` virtual table per vector size, partitioned by collection, so a
-search reads only the collections asked for. FTS5 indexes chunk text through triggers (see
+search reads only the collections asked for. sqlite-vec searches exactly; a collection of at
+least ``ivf_min_vectors`` is also searched through an in-memory IVF index built from those
+vectors in the background (``stores/ivf.py``), and exactly again whenever the index is behind
+the collection's latest write. FTS5 indexes chunk text through triggers (see
 migration 0003) with the Porter stemmer; ranking is FTS5's BM25.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from streamforge.db.database import Database
+from streamforge.models import Chunk, Collection
 from streamforge.stores.base import ChunkStore, Hit, search_terms, space_table
+from streamforge.stores.ivf import IVFIndex
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "vec_chunks_"
 
@@ -24,6 +34,18 @@ def _blob(vector: Sequence[float]) -> bytes:
 
 class SQLiteChunkStore(ChunkStore):
     backend = "sqlite"
+
+    def __init__(
+        self, database: Database, *, ivf_min_vectors: int = 20_000, ivf_probes: int = 24
+    ) -> None:
+        super().__init__(database)
+        self.ivf_min_vectors = ivf_min_vectors
+        self.ivf_probes = ivf_probes
+        self._indexes: dict[tuple[str, int], IVFIndex] = {}
+        # (collection, dimensions) → the version at which the collection was too small.
+        self._small: dict[tuple[str, int], int] = {}
+        self._builds: dict[tuple[str, int], asyncio.Task[None]] = {}
+
     prefix = PREFIX
     vector_placeholder = ":embedding"
 
@@ -76,12 +98,94 @@ class SQLiteChunkStore(ChunkStore):
             "WHERE embedding MATCH :embedding AND k = :k AND collection_id = :collection"
         )
         blob = _blob(vector)
+        query_vector = np.asarray(vector, dtype=np.float32)
         hits: list[Hit] = []
         for collection_id in collection_ids:
+            index = await self._index(db, collection_id, dimensions)
+            if index is not None:
+                hits.extend(index.search(query_vector, k, self.ivf_probes))
+                continue
             rows = await db.execute(query, {"embedding": blob, "k": k, "collection": collection_id})
             hits.extend(Hit(int(chunk_id), 1.0 - float(distance)) for chunk_id, distance in rows)
         hits.sort(key=lambda hit: -hit.score)
         return hits[:k]
+
+    async def _index(
+        self, db: AsyncSession, collection_id: str, dimensions: int
+    ) -> IVFIndex | None:
+        """The collection's IVF index if it is large and the index is current; otherwise
+        None (search exactly), starting a build in the background when one is due."""
+        if self.ivf_min_vectors <= 0:
+            return None
+        key = (collection_id, dimensions)
+        version = await db.scalar(
+            select(Collection.vectors_version).where(Collection.id == collection_id)
+        )
+        if version is None:
+            self._indexes.pop(key, None)
+            return None
+        index = self._indexes.get(key)
+        if index is not None and index.version == version:
+            return index
+        if self._small.get(key) == version:
+            return None
+        count = await db.scalar(
+            select(func.count()).select_from(Chunk).where(Chunk.collection_id == collection_id)
+        )
+        if int(count or 0) < self.ivf_min_vectors:
+            self._small[key] = version
+            self._indexes.pop(key, None)
+            return None
+        building = self._builds.get(key)
+        if building is None or building.done():
+            self._builds[key] = asyncio.create_task(self._build(collection_id, dimensions))
+        return None
+
+    async def build_index(self, collection_id: str, dimensions: int) -> None:
+        """Build (or rebuild) a collection's index now, and wait for it."""
+        await self._build(collection_id, dimensions)
+
+    def index_of(self, collection_id: str, dimensions: int) -> IVFIndex | None:
+        return self._indexes.get((collection_id, dimensions))
+
+    async def _build(self, collection_id: str, dimensions: int) -> None:
+        table = space_table(PREFIX, dimensions)
+        try:
+            # One read transaction: the version and the vectors are of the same snapshot.
+            async with self.database.read() as db:
+                version = await db.scalar(
+                    select(Collection.vectors_version).where(Collection.id == collection_id)
+                )
+                rows = await db.execute(
+                    text(f"SELECT chunk_id, embedding FROM {table} WHERE collection_id = :c"),
+                    {"c": collection_id},
+                )
+                fetched = rows.all()
+            if version is None or not fetched:
+                return
+            ids = np.fromiter((row[0] for row in fetched), dtype=np.int64, count=len(fetched))
+            blob = b"".join(row[1] for row in fetched)
+            del fetched
+            vectors = np.frombuffer(blob, dtype=np.float32).reshape(len(ids), dimensions)
+            index = await asyncio.to_thread(IVFIndex.build, int(version), ids, vectors)
+            self._indexes[(collection_id, dimensions)] = index
+            logger.info(
+                "built the vector index of collection %s: %d vectors in %d cells",
+                collection_id,
+                len(index),
+                len(index.centroids),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("building the vector index of collection %s failed", collection_id)
+
+    async def aclose(self) -> None:
+        for task in self._builds.values():
+            task.cancel()
+        await asyncio.gather(*self._builds.values(), return_exceptions=True)
+        self._builds.clear()
+        self._indexes.clear()
 
     async def _known_spaces(self, db: AsyncSession) -> set[int]:
         if not self._spaces:

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("embedding_model", sa.String(200), nullable=True),
         sa.Column("dimensions", sa.Integer(), nullable=True),
+        sa.Column("vectors_version", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_collections"),
