@@ -51,6 +51,7 @@ from streamforge.services.embeddings import EmbeddingService
 from streamforge.services.retrieval import RetrievalService, SearchMode
 from streamforge.stores import NewChunk, create_store
 from streamforge.stores.base import STOPWORDS
+from streamforge.stores.postgres import search_settings
 from streamforge.stores.sqlite import SQLiteChunkStore
 
 DIMENSIONS = 384
@@ -144,14 +145,16 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 async def measure(url: str, corpus: Corpus, ef_search: int) -> dict[str, Any]:
-    engine = create_engine(url, pool_size=4)
+    engine = create_engine(url, pool_size=4, postgres_settings=search_settings(ef_search))
     await upgrade_to_head(engine)
     database = Database(engine)
     try:
         collection_id, load_seconds = await load(database, corpus)
         if engine.dialect.name == "postgresql":
-            async with engine.begin() as connection:
-                await connection.execute(text("ANALYZE"))
+            # What autovacuum does after a bulk load.
+            async with engine.connect() as connection:
+                connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                await connection.execute(text("VACUUM ANALYZE"))
         lookup = LookupEmbeddings()
         for query, vector in corpus.queries:
             lookup.vectors[query] = vector.tolist()

@@ -22,6 +22,7 @@ from streamforge.services.sessions import SessionService
 from streamforge.services.streams import StreamManager
 from streamforge.services.templates import TemplateService
 from streamforge.stores import ChunkStore, create_store
+from streamforge.stores.postgres import search_settings
 from streamforge.streaming.log import InProcessEventLog
 
 
@@ -49,6 +50,7 @@ class Components:
             settings.database_url,
             echo=settings.database.echo,
             pool_size=settings.database.pool_size,
+            postgres_settings=search_settings(settings.retrieval.hnsw_ef_search),
         )
         try:
             await upgrade_to_head(engine)

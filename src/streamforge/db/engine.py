@@ -30,7 +30,14 @@ def normalise_url(raw: str) -> URL:
     raise ConfigurationError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
 
 
-def create_engine(raw_url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    raw_url: str,
+    *,
+    echo: bool = False,
+    pool_size: int = 10,
+    postgres_settings: dict[str, str] | None = None,
+) -> AsyncEngine:
+    """``postgres_settings``: session settings every PostgreSQL connection starts with."""
     url = normalise_url(raw_url)
     kwargs: dict[str, Any] = {"echo": echo}
     if url.get_backend_name() == "sqlite":
@@ -42,6 +49,8 @@ def create_engine(raw_url: str, *, echo: bool = False, pool_size: int = 10) -> A
         return engine
     kwargs["pool_size"] = pool_size
     kwargs["pool_pre_ping"] = True
+    if postgres_settings:
+        kwargs["connect_args"] = {"server_settings": dict(postgres_settings)}
     return create_async_engine(url, **kwargs)
 
 

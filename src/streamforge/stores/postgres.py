@@ -23,6 +23,16 @@ PREFIX = "chunk_vectors_"
 _DDL_LOCK_KEY = 0x5F0F_0002
 
 
+def search_settings(ef_search: int) -> dict[str, str]:
+    """pgvector's search settings, given to every connection as it opens (no SET per query).
+
+    Iterative scans let a filtered search walk on through the graph until it has ``k``
+    results; ``relaxed_order`` may return near neighbours slightly out of order, so results
+    are sorted again here.
+    """
+    return {"hnsw.ef_search": str(int(ef_search)), "hnsw.iterative_scan": "relaxed_order"}
+
+
 def _literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(repr(float(v)) for v in vector) + "]"
 
@@ -106,9 +116,11 @@ class PostgresChunkStore(ChunkStore):
                 return []
             self._spaces.add(dimensions)
         table = space_table(PREFIX, dimensions)
-        # SET cannot take bind parameters; both values are ints formatted here.
-        await db.execute(text(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, int(k))}"))
-        await db.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        if k > self.ef_search:
+            # The graph search keeps ef_search candidates: widen it for a larger k.
+            await db.execute(
+                text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(int(k))}
+            )
         rows = await db.execute(
             text(
                 # No index on collection_id, on purpose: the planner must walk the HNSW graph
@@ -134,17 +146,23 @@ class PostgresChunkStore(ChunkStore):
         terms = search_terms(query)
         if not terms or not collection_ids:
             return []
-        # plainto_tsquery stems the words and drops stop words; OR them so any may match.
+        # to_tsquery stems the words and drops stop words; "|" lets any of them match. The
+        # terms are \w+ words, so nothing in them is tsquery syntax. The matches are found
+        # through the GIN index first, in a CTE of their own: given the collection filter
+        # too, the planner prefers the collection's btree and then tests every chunk of the
+        # collection against the query.
+        # The planner costs testing a tsvector far too low and picks a sequential scan over
+        # the GIN index for any but the rarest words; measured 2 to 4 times slower.
+        await db.execute(text("SELECT set_config('enable_seqscan', 'off', true)"))
         rows = await db.execute(
             text(
-                "WITH q AS (SELECT replace(plainto_tsquery('english', :query)::text, ' & ', ' | ')"
-                "::tsquery AS query) "
-                "SELECT chunks.id, ts_rank_cd(chunks.search_vector, q.query, 1) "
-                "AS rank FROM chunks, q "
-                "WHERE chunks.search_vector @@ q.query "
-                "AND chunks.collection_id = ANY(:collections) "
+                "WITH matches AS MATERIALIZED ("
+                "SELECT id, collection_id, search_vector FROM chunks "
+                "WHERE search_vector @@ to_tsquery('english', :query)) "
+                "SELECT id, ts_rank_cd(search_vector, to_tsquery('english', :query), 1) AS rank "
+                "FROM matches WHERE collection_id = ANY(:collections) "
                 "ORDER BY rank DESC LIMIT :k"
             ),
-            {"query": " ".join(terms), "collections": list(collection_ids), "k": k},
+            {"query": " | ".join(terms), "collections": list(collection_ids), "k": k},
         )
         return [Hit(int(chunk_id), float(rank)) for chunk_id, rank in rows]
