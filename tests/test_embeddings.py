@@ -18,6 +18,7 @@ from streamforge.chains.embeddings import (
     minilm_path,
 )
 from tests.conftest import AppFactory, asgi_client, live_server
+from tests.vendors import OllamaServer, OpenAIServer
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -131,3 +132,61 @@ async def test_server_on_the_default_embedder(app_factory: AppFactory) -> None:
         assert found.json()["results"][0]["document_name"] == "bees.md"
         vectors = await client.post("/v1/embeddings", json={"model": "local", "input": "hi"})
         assert len(vectors.json()["data"][0]["embedding"]) == MINILM_DIMENSIONS
+
+
+async def test_hosted_embedders_against_loopback_vendors(app_factory: AppFactory) -> None:
+    """OpenAI's and Ollama's embedders (the LangChain partner packages) speak the vendors'
+    real wire formats to loopback servers; ingestion and search work on their vectors."""
+    for provider, server_type, dimensions, llm in (
+        (
+            "openai",
+            OpenAIServer,
+            384,
+            lambda url: {"openai": {"base_url": url, "api_key": "k", "model": "gpt-4o-mini"}},
+        ),
+        (
+            "ollama",
+            OllamaServer,
+            768,
+            lambda url: {"ollama": {"base_url": url, "model": "llama3.2"}},
+        ),
+    ):
+        async with server_type() as vendor:
+            base = vendor.base_url if provider == "openai" else vendor.url
+            model = None if provider == "openai" else "llama3.2"
+            app = app_factory(
+                embeddings={"provider": provider, "dimensions": dimensions, "model": model},
+                llm={"provider": "simulated", **llm(base)},
+            )
+            async with asgi_client(app) as client:
+                components = app.state.components
+                collection = f"kb-{provider}"
+                await client.post("/collections", json={"name": collection})
+                for name, text in (("a.md", "red apples grow"), ("b.md", "blue whales swim")):
+                    response = await client.post(
+                        "/documents",
+                        data={"collection": collection},
+                        files={"file": (name, text.encode())},
+                    )
+                    assert response.status_code == 202
+                await components.documents.wait_idle()
+                found = await client.post(
+                    "/search",
+                    json={"query": "blue whales", "mode": "vector", "collections": [collection]},
+                )
+                assert found.json()["results"][0]["document_name"] == "b.md", provider
+                vectors = await client.post(
+                    "/v1/embeddings", json={"model": "default", "input": ["x y"]}
+                )
+                assert len(vectors.json()["data"][0]["embedding"]) == dimensions
+                if provider == "ollama":
+                    # The first collection holds another embedder's vectors: a clear 409.
+                    mixed = await client.post("/search", json={"query": "apples"})
+                    assert mixed.status_code == 409
+                    assert "re-index" in mixed.json()["error"]["message"]
+            if provider == "openai":
+                sent = vendor.embedding_requests[0]
+                assert sent["model"] == "text-embedding-3-small"
+                assert sent["dimensions"] == 384
+            else:
+                assert any(r.path == "/api/embed" for r in vendor.requests)

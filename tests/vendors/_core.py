@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import json
 import logging
+import math
 import re
 import secrets
 import string
@@ -160,6 +162,18 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def fake_embedding(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector for a text, as a vendor's embedding model would return one:
+    texts sharing words get similar vectors."""
+    vector = [0.0] * dimensions
+    for word in text.lower().split():
+        digest = hashlib.sha256(word.encode()).digest()
+        index = int.from_bytes(digest[:4], "little") % dimensions
+        vector[index] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
 def random_id(length: int, alphabet: str = string.ascii_letters + string.digits) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
@@ -291,6 +305,7 @@ class VendorServer:
     ) -> None:
         self.behaviour = behaviour or Behaviour()
         self.models: list[str] = list(models if models is not None else self.default_models)
+        self.embedding_requests: list[JsonBody] = []
         self.requests: list[RecordedRequest] = []
         self.host = host
         self._requested_port = port

@@ -22,11 +22,13 @@ from tests.vendors._core import (
     Plan,
     VendorServer,
     dumps,
+    fake_embedding,
     int_or_none,
     require_object,
 )
 
 VERSION = "0.12.6"
+EMBEDDING_DIMENSIONS = 768
 
 _MESSAGES: dict[int, str] = {
     400: "invalid request",
@@ -73,12 +75,37 @@ class OllamaServer(VendorServer):
     def extra_routes(self) -> Mapping[tuple[str, str], Handler]:
         return {
             ("GET", "/api/tags"): self._tags,
+            ("POST", "/api/embed"): self._embed,
             ("GET", "/api/version"): self._version,
             ("POST", "/api/show"): self._show,
             ("GET", "/api/ps"): self._ps,
             ("GET", "/"): self._root,
             ("HEAD", "/"): self._root,
         }
+
+    # -- embeddings ----------------------------------------------------------------------------
+
+    async def _embed(self, exchange: Exchange) -> None:
+        body = exchange.record.body if isinstance(exchange.record.body, dict) else {}
+        name = body.get("model")
+        if not isinstance(name, str) or self._known(name) is None:
+            await self.send_error(exchange, ApiError(404, f"model '{name}' not found"))
+            return
+        raw = body.get("input")
+        texts = [raw] if isinstance(raw, str) else raw
+        if not isinstance(texts, list):
+            await self.send_error(exchange, ApiError(400, "invalid input type"))
+            return
+        await self.send_json(
+            exchange,
+            {
+                "model": _tagged(name),
+                "embeddings": [fake_embedding(str(text), EMBEDDING_DIMENSIONS) for text in texts],
+                "total_duration": 14143917,
+                "load_duration": 1019500,
+                "prompt_eval_count": sum(len(str(text).split()) for text in texts),
+            },
+        )
 
     # -- model listing -------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ Give the SDK ``server.base_url`` (``http://127.0.0.1:PORT/v1``). It also stands 
 
 from __future__ import annotations
 
+import base64
 import secrets
+import struct
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal
@@ -22,6 +24,7 @@ from tests.vendors._core import (
     Plan,
     VendorServer,
     dumps,
+    fake_embedding,
     int_or_none,
     random_id,
     require_object,
@@ -93,12 +96,46 @@ class OpenAIServer(VendorServer):
     )
 
     def extra_routes(self) -> Mapping[tuple[str, str], Handler]:
-        return {("GET", "/v1/models"): self._list_models}
+        return {
+            ("GET", "/v1/models"): self._list_models,
+            ("POST", "/v1/embeddings"): self._embeddings,
+        }
 
     def resolve(self, method: str, path: str) -> Handler | None:
         if method == "GET" and path.startswith("/v1/models/"):
             return self._get_model
         return super().resolve(method, path)
+
+    # -- embeddings ----------------------------------------------------------------------------
+
+    async def _embeddings(self, exchange: Exchange) -> None:
+        body = exchange.record.body if isinstance(exchange.record.body, dict) else {}
+        raw = body.get("input")
+        texts = [raw] if isinstance(raw, str) else raw
+        if not isinstance(texts, list) or not texts:
+            await self.send_error(exchange, ApiError(400, "'input' is a required property"))
+            return
+        dimensions = int(body.get("dimensions") or 1536)
+        data = []
+        for index, item in enumerate(texts):
+            text = item if isinstance(item, str) else " ".join(str(token) for token in item)
+            vector = fake_embedding(text, dimensions)
+            encoded: Any = vector
+            if body.get("encoding_format") == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(str(t).split()) for t in texts)
+        self.embedding_requests.append(body)
+        await self.send_json(
+            exchange,
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+            headers=self.common_headers(),
+        )
 
     # -- models --------------------------------------------------------------------------------
 

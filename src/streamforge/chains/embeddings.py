@@ -13,6 +13,7 @@ Every vector is L2-normalised, so a dot product is the cosine similarity.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import math
 import os
@@ -149,6 +150,21 @@ class NormalisedEmbeddings(Embeddings):
 
     async def aembed_query(self, text: str) -> list[float]:
         return _normalise(await self.inner.aembed_query(text))
+
+
+async def aclose_embeddings(embeddings: Embeddings) -> None:
+    """Close the HTTP clients a remote embedder opened for itself (OpenAIEmbeddings and
+    OllamaEmbeddings each make their own and never close them)."""
+    inner = embeddings.inner if isinstance(embeddings, NormalisedEmbeddings) else embeddings
+    resource = getattr(inner, "async_client", None)
+    clients = [getattr(resource, "_client", None), getattr(inner, "_async_client", None)]
+    for client in clients:
+        close = getattr(client, "close", None)
+        if close is None:
+            continue
+        result = close()
+        if inspect.isawaitable(result):
+            await result
 
 
 def minilm_path() -> Path:

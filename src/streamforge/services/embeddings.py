@@ -12,7 +12,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from streamforge.chains.embeddings import EmbeddingModel, SentenceTransformerEmbeddings
+from streamforge.chains.embeddings import (
+    EmbeddingModel,
+    SentenceTransformerEmbeddings,
+    aclose_embeddings,
+)
 from streamforge.errors import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,7 @@ class EmbeddingService:
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
             await asyncio.gather(self._warmup, return_exceptions=True)
+        await aclose_embeddings(self.model.embeddings)
 
     def _prepare(self, texts: Sequence[str]) -> list[str]:
         limit = self.model.max_chars
