@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Row, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
@@ -117,16 +117,25 @@ async def document_ids_with_status(db: AsyncSession, statuses: Sequence[str]) ->
 
 async def chunks_by_id(
     db: AsyncSession, owner_id: str, ids: Sequence[int]
-) -> list[tuple[Chunk, str]]:
-    """The chunks with these ids that the owner has, each with its document's name."""
+) -> Sequence[Row[int, str, str, str, int, int, str]]:
+    """The chunks with these ids that the owner has, each with its document's name: rows of
+    ``id, document_id, document_name, collection_id, start, end, text``."""
     if not ids:
         return []
     rows = await db.execute(
-        select(Chunk, Document.name)
+        select(
+            Chunk.id,
+            Chunk.document_id,
+            Document.name.label("document_name"),
+            Chunk.collection_id,
+            Chunk.start_offset.label("start"),
+            Chunk.end_offset.label("end"),
+            Chunk.text,
+        )
         .join(Document, Document.id == Chunk.document_id)
         .where(Chunk.owner_id == owner_id, Chunk.id.in_(ids))
     )
-    return [(chunk, name) for chunk, name in rows.all()]
+    return rows.all()
 
 
 async def chunks_of(db: AsyncSession, owner_id: str, document_id: str) -> Sequence[Chunk]:

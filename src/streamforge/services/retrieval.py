@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from streamforge.config.settings import RetrievalSettings
 from streamforge.db.database import Database
 from streamforge.errors import Conflict, NotFound
@@ -77,6 +79,19 @@ def fuse(legs: Sequence[Sequence[Hit]], k: int, rrf_k: int) -> list[Hit]:
     return [Hit(chunk_id, score) for chunk_id, score in ranked[:k]]
 
 
+async def _resolve(db: AsyncSession, owner_id: str, refs: Sequence[str] | None) -> list[Collection]:
+    if not refs:
+        found, _ = await repo.list_collections(db, owner_id)
+        return list(found)
+    result: dict[str, Collection] = {}
+    for ref in refs:
+        collection = await repo.get_collection(db, owner_id, ref)
+        if collection is None:
+            raise NotFound(f"collection {ref!r} not found")
+        result[collection.id] = collection
+    return list(result.values())
+
+
 class RetrievalService:
     def __init__(
         self,
@@ -93,16 +108,7 @@ class RetrievalService:
     async def collections(self, owner_id: str, refs: Sequence[str] | None) -> list[Collection]:
         """The named collections (names or ids), or all of the owner's when none are named."""
         async with self.database.read() as db:
-            if not refs:
-                found, _ = await repo.list_collections(db, owner_id)
-                return list(found)
-            result: dict[str, Collection] = {}
-            for ref in refs:
-                collection = await repo.get_collection(db, owner_id, ref)
-                if collection is None:
-                    raise NotFound(f"collection {ref!r} not found")
-                result[collection.id] = collection
-            return list(result.values())
+            return await _resolve(db, owner_id, refs)
 
     def _check_embedder(self, collections: Sequence[Collection]) -> None:
         for collection in collections:
@@ -124,21 +130,23 @@ class RetrievalService:
     ) -> SearchResult:
         started = time.perf_counter()
         k = top_k or self.settings.top_k
-        chosen = await self.collections(owner_id, collections)
-        ids = [c.id for c in chosen]
         result = SearchResult(query, mode, [])
-        if not ids:
-            return result
-        candidates = max(self.settings.candidates, k)
-        vector_hits: list[Hit] = []
-        text_hits: list[Hit] = []
+        vector: list[float] = []
         if mode is not SearchMode.TEXT:
-            self._check_embedder(chosen)
-            t0 = time.perf_counter()
+            # Before the database session, so no pooled connection waits on the embedder.
             vector = await self.embedder.embed_query(query)
-            result.timings["embed_ms"] = (time.perf_counter() - t0) * 1000
+            result.timings["embed_ms"] = (time.perf_counter() - started) * 1000
         t1 = time.perf_counter()
         async with self.database.read() as db:
+            chosen = await _resolve(db, owner_id, collections)
+            ids = [c.id for c in chosen]
+            if not ids:
+                return result
+            if mode is not SearchMode.TEXT:
+                self._check_embedder(chosen)
+            candidates = max(self.settings.candidates, k)
+            vector_hits: list[Hit] = []
+            text_hits: list[Hit] = []
             if mode is not SearchMode.TEXT:
                 vector_hits = await self.store.vector_search(db, vector, ids, candidates)
             if mode is not SearchMode.VECTOR:
@@ -149,22 +157,21 @@ class RetrievalService:
                 hits = (vector_hits or text_hits)[:k]
             result.timings["search_ms"] = (time.perf_counter() - t1) * 1000
             rows = await repo.chunks_by_id(db, owner_id, [hit.chunk_id for hit in hits])
-        by_id = {chunk.id: (chunk, name) for chunk, name in rows}
+        by_id = {row.id: row for row in rows}
         for hit in hits:
-            found = by_id.get(hit.chunk_id)
-            if found is None:  # deleted between the search and the fetch
+            row = by_id.get(hit.chunk_id)
+            if row is None:  # deleted between the search and the fetch
                 continue
-            chunk, name = found
             result.chunks.append(
                 RetrievedChunk(
-                    chunk_id=chunk.id,
-                    document_id=chunk.document_id,
-                    document_name=name,
-                    collection_id=chunk.collection_id,
+                    chunk_id=row.id,
+                    document_id=row.document_id,
+                    document_name=row.document_name,
+                    collection_id=row.collection_id,
                     score=hit.score,
-                    start=chunk.start_offset,
-                    end=chunk.end_offset,
-                    text=chunk.text,
+                    start=row.start,
+                    end=row.end,
+                    text=row.text,
                 )
             )
         result.timings["total_ms"] = (time.perf_counter() - started) * 1000
