@@ -169,7 +169,7 @@ class RetrievalSettings(BaseModel):
     hnsw_ef_search: int = Field(default=100, ge=10, le=1000)
     # SQLite: collections with at least this many chunks are also searched through an
     # in-memory IVF index (0: always search exactly), probing this many cells per query.
-    ivf_min_vectors: int = Field(default=20_000, ge=0)
+    ivf_min_vectors: int = Field(default=5_000, ge=0)
     ivf_probes: int = Field(default=24, ge=1, le=10_000)
     snippet_chars: int = Field(default=300, ge=20)
 

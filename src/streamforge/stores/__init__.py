@@ -10,7 +10,7 @@ def create_store(
     database: Database,
     *,
     ef_search: int = 100,
-    ivf_min_vectors: int = 20_000,
+    ivf_min_vectors: int = 5_000,
     ivf_probes: int = 24,
 ) -> ChunkStore:
     """The store for the database's backend."""

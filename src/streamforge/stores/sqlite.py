@@ -36,7 +36,7 @@ class SQLiteChunkStore(ChunkStore):
     backend = "sqlite"
 
     def __init__(
-        self, database: Database, *, ivf_min_vectors: int = 20_000, ivf_probes: int = 24
+        self, database: Database, *, ivf_min_vectors: int = 5_000, ivf_probes: int = 24
     ) -> None:
         super().__init__(database)
         self.ivf_min_vectors = ivf_min_vectors
