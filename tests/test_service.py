@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
+from streamforge.components import Components
 from streamforge.config.settings import Settings
 from streamforge.db.engine import create_engine
-from tests.conftest import AppFactory, asgi_client
+from tests.conftest import AppFactory, asgi_client, postgres_database
 
 
 async def test_index_lists_endpoints(app_factory: AppFactory) -> None:
@@ -28,6 +30,14 @@ async def test_health_reports_each_component(app_factory: AppFactory, database_u
     assert components["database"]["backend"] in ("sqlite", "postgresql")
     assert components["provider"]["name"] == "simulated"
     assert components["event_log"]["status"] == "ok"
+    vectors = components["vector_store"]
+    if components["database"]["backend"] == "sqlite":
+        assert vectors["status"] == "ok"
+        assert vectors["backend"] == "sqlite-vec + FTS5"
+    else:  # the machine's PostgreSQL has no pgvector: chat works, retrieval says why not
+        assert vectors["status"] == "unavailable"
+        assert "pgvector" in vectors["error"]
+    assert vectors["embedder"] == "simulated-384"
     assert chat.json()["status"] == "ok"
     assert chat.json()["providers"] == ["local", "simulated"]
 
@@ -76,3 +86,30 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.cors.origins == ["*"]
     assert settings.database_url == "sqlite:////srv/streamforge/streamforge.db"
     assert settings.server.port == 8000 and settings.server.host == "0.0.0.0"
+
+
+@pytest.mark.postgres
+async def test_retrieval_without_pgvector_says_why(app_factory: AppFactory) -> None:
+    """On the machine's PostgreSQL, which has no vector extension, chat works; an upload
+    fails with the reason and vector search answers 503 naming pgvector."""
+    async with postgres_database() as url:
+        app = app_factory(url)
+        async with asgi_client(app) as client:
+            await check_without_pgvector(client, app.state.components)
+
+
+async def check_without_pgvector(client: httpx.AsyncClient, components: Components) -> None:
+    await client.post("/collections", json={"name": "docs"})
+    uploaded = await client.post(
+        "/documents", data={"collection": "docs"}, files={"file": ("a.md", b"# A\n\nText.")}
+    )
+    assert uploaded.status_code == 202
+    await components.documents.wait_idle()
+    document = (await client.get(f"/documents/{uploaded.json()['id']}")).json()
+    assert document["status"] == "failed"
+    assert "pgvector" in document["error"]
+    search = await client.post("/search", json={"query": "text", "mode": "vector"})
+    assert search.status_code == 503
+    assert "pgvector" in search.json()["error"]["message"]
+    text_only = await client.post("/search", json={"query": "text", "mode": "text"})
+    assert text_only.status_code == 200
