@@ -134,7 +134,8 @@ class EmbeddingSettings(BaseModel):
     model: str | None = None
     # Vector size of the simulated and openai embedders (openai shortens its vectors to it).
     dimensions: int = Field(default=384, ge=8, le=4096)
-    batch_size: int = Field(default=32, ge=1, le=2048)
+    # Texts per batch; a search waits for at most one batch of an ingestion in progress.
+    batch_size: int = Field(default=8, ge=1, le=2048)
     threads: int = Field(default=2, ge=1)
     # Longest input of POST /v1/embeddings, in characters, and most inputs per request.
     max_input_chars: int = Field(default=32_000, ge=1)
