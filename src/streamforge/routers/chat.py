@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
-from starlette.responses import JSONResponse
+from fastapi import APIRouter, Header, Query
+from starlette.responses import JSONResponse, Response
 
 from streamforge.deps import ChatServiceDep, ComponentsDep, OwnerDep, SettingsDep
+from streamforge.errors import BadRequest
 from streamforge.models import MessageStatus
 from streamforge.schemas.chat import ChatRequest
 from streamforge.schemas.common import ErrorResponse
@@ -56,6 +57,79 @@ async def chat(
         retry_ms=settings.streaming.retry_ms,
         on_end=on_end,
     )
+
+
+_RESUME_DOC = (
+    "Replays the events after `Last-Event-ID` (the header a browser's `EventSource` sends "
+    "when it reconnects, or the `last_event_id` query parameter), then follows the stream "
+    "live until its `done` event. A stream that is unknown, expired, or has nothing after "
+    "that id answers `204 No Content`, which tells `EventSource` to stop reconnecting."
+)
+
+
+@router.get(
+    "/streams/{stream_id}",
+    summary="Resume a stream after the last event received",
+    description=_RESUME_DOC,
+    response_class=EventStreamResponse,
+    status_code=200,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": _STREAM_DOC},
+        204: {"description": "Nothing more will come: do not reconnect."},
+        **_ERRORS,
+    },
+)
+async def resume(
+    stream_id: str,
+    owner: OwnerDep,
+    service: ChatServiceDep,
+    settings: SettingsDep,
+    components: ComponentsDep,
+    last_event_id: Annotated[str | None, Query(max_length=20)] = None,
+    last_event_id_header: Annotated[
+        str | None, Header(alias="Last-Event-ID", max_length=20)
+    ] = None,
+) -> Response:
+    after = _event_id(last_event_id_header if last_event_id_header is not None else last_event_id)
+    buffer = service.find_stream(owner, stream_id)
+    if buffer is None or (buffer.closed and after >= buffer.last_id):
+        return Response(status_code=204)
+    streams = components.streams
+
+    async def on_end(ending: Ending) -> None:
+        if ending != "finished":
+            streams.stop(stream_id, MessageStatus.INTERRUPTED)
+            await streams.wait(stream_id)
+
+    return EventStreamResponse(
+        buffer,
+        heartbeat_interval=settings.streaming.heartbeat_interval,
+        send_timeout=settings.streaming.send_timeout,
+        retry_ms=settings.streaming.retry_ms,
+        last_event_id=after,
+        on_end=on_end,
+    )
+
+
+@router.post(
+    "/streams/{stream_id}/cancel",
+    summary="Stop a generation",
+    responses=_ERRORS,
+)
+async def cancel(stream_id: str, owner: OwnerDep, service: ChatServiceDep) -> dict[str, Any]:
+    """Stops the generation at once; the reply is stored `cancelled` with its text so far,
+    and the stream ends with `done` (`finish_reason` `cancelled`). `cancelled` is false when
+    the stream had already ended."""
+    cancelled = await service.cancel(owner, stream_id)
+    return {"stream_id": stream_id, "cancelled": cancelled}
+
+
+def _event_id(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 0
+    if not raw.isdigit():
+        raise BadRequest("Last-Event-ID must be an event id received from this stream")
+    return int(raw)
 
 
 @router.get("/health", summary="Chat service health")

@@ -29,6 +29,7 @@ from streamforge.services.retrieval import RetrievalService
 from streamforge.services.streams import StreamManager, StreamRun
 from streamforge.services.templates import TemplateService
 from streamforge.streaming.events import EventType
+from streamforge.streaming.log import StreamBuffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +215,7 @@ class ChatService:
                 extra_done={"message_id": assistant_id},
             )
 
-        run = self.streams.start(stream_id, produce)
+        run = self.streams.start(stream_id, produce, owner_id)
         run_ref.append(run)
         # Logged before the producer task first runs, so ``session`` is always event 1.
         run.buffer.append(
@@ -230,6 +231,23 @@ class ChatService:
             },
         )
         return Turn(session_id, stream_id, user_id, assistant_id, run)
+
+    def find_stream(self, owner_id: str, stream_id: str) -> StreamBuffer | None:
+        """A stream's event log while it is retained, if it is this owner's."""
+        buffer = self.streams.log.get(stream_id)
+        if buffer is None or buffer.owner_id != owner_id:
+            return None
+        return buffer
+
+    async def cancel(self, owner_id: str, stream_id: str) -> bool:
+        """Stop a running generation; the reply is stored ``cancelled`` with its text so far.
+        False when the stream had already ended."""
+        if self.find_stream(owner_id, stream_id) is None:
+            raise NotFound(f"stream {stream_id!r} not found")
+        stopped = self.streams.stop(stream_id, MessageStatus.CANCELLED)
+        if stopped:
+            await self.streams.wait(stream_id)
+        return stopped
 
     async def ground(
         self,

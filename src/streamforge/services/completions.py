@@ -105,7 +105,7 @@ class CompletionService:
 
         stream_id = new_id()
         try:
-            run = self.streams.start(stream_id, produce)
+            run = self.streams.start(stream_id, produce, owner_id)
             run_ref.append(run)
         except BaseException:
             admission.__exit__(None, None, None)

@@ -41,8 +41,8 @@ class StreamManager:
     def active(self) -> int:
         return len(self._runs)
 
-    def start(self, stream_id: str, produce: Producer) -> StreamRun:
-        run = StreamRun(stream_id, self.log.create(stream_id))
+    def start(self, stream_id: str, produce: Producer, owner_id: str | None = None) -> StreamRun:
+        run = StreamRun(stream_id, self.log.create(stream_id, owner_id))
         run.task = asyncio.create_task(self._drive(run, produce), name=f"stream:{stream_id}")
         self._runs[stream_id] = run
         return run

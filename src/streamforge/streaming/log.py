@@ -16,12 +16,25 @@ from streamforge.streaming.events import EventType, StreamEvent
 
 
 class StreamBuffer:
-    __slots__ = ("_on_close", "_waiter", "closed", "closed_at", "events", "stream_id")
+    __slots__ = (
+        "_on_close",
+        "_waiter",
+        "closed",
+        "closed_at",
+        "events",
+        "owner_id",
+        "stream_id",
+    )
 
     def __init__(
-        self, stream_id: str, on_close: Callable[[StreamBuffer], None] | None = None
+        self,
+        stream_id: str,
+        on_close: Callable[[StreamBuffer], None] | None = None,
+        owner_id: str | None = None,
     ) -> None:
         self.stream_id = stream_id
+        # Who may read, resume or cancel the stream.
+        self.owner_id = owner_id
         self._on_close = on_close
         self.events: list[StreamEvent] = []
         self.closed = False
@@ -78,13 +91,14 @@ class InProcessEventLog:
         # Streams in the order they finished: expiry looks only at the front.
         self._finished: deque[StreamBuffer] = deque()
 
-    def create(self, stream_id: str) -> StreamBuffer:
+    def create(self, stream_id: str, owner_id: str | None = None) -> StreamBuffer:
         self._expire()
-        buffer = StreamBuffer(stream_id, on_close=self._finished.append)
+        buffer = StreamBuffer(stream_id, on_close=self._finished.append, owner_id=owner_id)
         self._streams[stream_id] = buffer
         return buffer
 
     def get(self, stream_id: str) -> StreamBuffer | None:
+        self._expire()
         return self._streams.get(stream_id)
 
     def __len__(self) -> int:

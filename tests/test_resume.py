@@ -1,0 +1,108 @@
+"""Resuming a stream with ``Last-Event-ID`` and stopping one, on the in-process event log."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from tests.conftest import AppFactory, live_server
+from tests.sse_client import ReadStream
+
+SLOW = {"simulated_delay": 0.01}
+LONG = {"provider": "simulated", "simulated": {"min_words": 120}}
+
+
+async def resume(
+    client: httpx.AsyncClient, stream_id: str, last_event_id: str | None
+) -> ReadStream:
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+    async with aconnect_sse(client, "GET", f"/chat/streams/{stream_id}", headers=headers) as source:
+        result = ReadStream(source.response.status_code, source.response.headers)
+        if source.response.status_code != 200:
+            await source.response.aread()
+            return result
+        async for sse in source.aiter_sse():
+            if sse.data:
+                result.events.append((sse.id, sse.event, sse.data))
+    return result
+
+
+async def started(
+    client: httpx.AsyncClient, body: dict[str, object], after_events: int
+) -> tuple[str, asyncio.Task[ReadStream]]:
+    """Start a chat stream; return its stream id once ``after_events`` events have arrived,
+    and the task that goes on reading it to the end."""
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def read() -> ReadStream:
+        async with aconnect_sse(client, "POST", "/chat", json=body) as source:
+            result = ReadStream(source.response.status_code, source.response.headers)
+            async for sse in source.aiter_sse():
+                if not sse.data:
+                    continue
+                result.events.append((sse.id, sse.event, sse.data))
+                if len(result.events) == after_events and not ready.done():
+                    ready.set_result(result.session["stream_id"])
+        return result
+
+    task = asyncio.create_task(read())
+    return await ready, task
+
+
+async def test_resume_replays_exactly_what_follows_then_follows_live(
+    app_factory: AppFactory,
+) -> None:
+    app = app_factory(streaming=SLOW, llm=LONG)
+    async with live_server(app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        stream_id, first = await started(client, {"message": "tell me a story"}, 10)
+        cut = "7"
+        resumed = await resume(client, stream_id, cut)
+        whole = await first
+        assert resumed.status == 200
+        assert [int(i) for i, _, _ in resumed.events] == list(range(8, len(whole.events) + 1))
+        assert resumed.events == whole.events[7:]
+        assert whole.text.startswith("".join(d for i, e, d in whole.events[:7] if e == "message"))
+        assert resumed.typed("done")[0]["finish_reason"] == "stop"
+
+        # Finished: a resume replays the rest and closes; nothing after the last id is a 204.
+        again = await resume(client, stream_id, "3")
+        assert again.events == whole.events[3:]
+        assert (await resume(client, stream_id, str(len(whole.events)))).status == 204
+        assert (await resume(client, stream_id, None)).events == whole.events
+        # Unknown or expired ids end a browser's reconnecting too; a bad id is a 400.
+        unknown = await client.get("/chat/streams/0190a0a0-0000-7000-8000-000000000000")
+        assert unknown.status_code == 204
+        bad = await client.get(f"/chat/streams/{stream_id}", headers={"Last-Event-ID": "x1"})
+        assert bad.status_code == 400
+        by_query = await client.get(f"/chat/streams/{stream_id}?last_event_id=5")
+        assert by_query.status_code == 200
+        assert by_query.text.count("\nid: ") + by_query.text.startswith("id: ") >= 1
+
+
+async def test_cancel_stops_generation_and_keeps_the_partial_text(
+    app_factory: AppFactory,
+) -> None:
+    app = app_factory(streaming=SLOW, llm=LONG)
+    async with live_server(app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        stream_id, reading = await started(client, {"message": "a long answer please"}, 10)
+        response = await client.post(f"/chat/streams/{stream_id}/cancel")
+        assert response.status_code == 200
+        assert response.json() == {"stream_id": stream_id, "cancelled": True}
+        stream = await reading
+        done = stream.done
+        assert done["finish_reason"] == "cancelled"
+        assert 0 < len(stream.deltas) < 120
+        assert server.components.streams.active == 0
+
+        session_id = stream.session["session_id"]
+        items = (await client.get(f"/sessions/{session_id}/messages")).json()["items"]
+        reply = items[-1]
+        assert reply["status"] == "cancelled"
+        assert reply["content"] == stream.text
+
+        again = await client.post(f"/chat/streams/{stream_id}/cancel")
+        assert again.json()["cancelled"] is False
+        missing = await client.post("/chat/streams/0190a0a0-0000-7000-8000-000000000000/cancel")
+        assert missing.status_code == 404
