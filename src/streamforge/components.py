@@ -12,6 +12,7 @@ from streamforge.config.settings import Settings
 from streamforge.db.database import Database
 from streamforge.db.engine import create_engine
 from streamforge.db.migrate import upgrade_to_head
+from streamforge.metrics import Metrics
 from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
 from streamforge.services.documents import DocumentService
@@ -42,6 +43,7 @@ class Components:
     embeddings: EmbeddingService
     retrieval: RetrievalService
     documents: DocumentService
+    metrics: Metrics
 
     @classmethod
     async def start(cls, settings: Settings) -> Components:
@@ -81,7 +83,12 @@ class Components:
         event_log = InProcessEventLog(
             settings.streaming.retention, settings.streaming.max_retained_streams
         )
-        streams = StreamManager(event_log)
+        metrics = Metrics()
+        streams = StreamManager(event_log, on_finish=metrics.stream_finished)
+        metrics.watch(lambda: streams.active, lambda: _waiting(providers))
+        retrieval.observe = lambda mode, seconds: metrics.retrieval_latency.labels(
+            mode=mode
+        ).observe(seconds)
         templates = TemplateService(database)
         memory = MemoryService(settings.memory, database)
         chat = ChatService(settings, database, providers, streams, templates, memory, retrieval)
@@ -100,6 +107,7 @@ class Components:
             embeddings=embeddings,
             retrieval=retrieval,
             documents=documents,
+            metrics=metrics,
         )
 
     async def stop(self) -> None:
@@ -109,3 +117,12 @@ class Components:
         await self.streams.shutdown()
         await self.providers.aclose()
         await self.engine.dispose()
+
+
+def _waiting(providers: ProviderRegistry) -> int:
+    """Generations queued behind the one the local model is running."""
+    if "local" not in providers:
+        return 0
+    engine = getattr(providers.get("local"), "engine", None)
+    admitted = int(getattr(engine, "admitted", 0))
+    return max(0, admitted - 1)

@@ -47,6 +47,7 @@ async def chat(
     async def on_end(ending: Ending) -> None:
         if ending != "finished":
             # The client is gone: stop generating now and record the reply as interrupted.
+            components.metrics.disconnects.inc()
             streams.stop(turn.stream_id, MessageStatus.INTERRUPTED)
             await streams.wait(turn.stream_id)
 
@@ -95,9 +96,11 @@ async def resume(
     if buffer is None or (buffer.closed and after >= buffer.last_id):
         return Response(status_code=204)
     streams = components.streams
+    components.metrics.resumes.inc()
 
     async def on_end(ending: Ending) -> None:
         if ending != "finished":
+            components.metrics.disconnects.inc()
             streams.stop(stream_id, MessageStatus.INTERRUPTED)
             await streams.wait(stream_id)
 
@@ -116,11 +119,15 @@ async def resume(
     summary="Stop a generation",
     responses=_ERRORS,
 )
-async def cancel(stream_id: str, owner: OwnerDep, service: ChatServiceDep) -> dict[str, Any]:
+async def cancel(
+    stream_id: str, owner: OwnerDep, service: ChatServiceDep, components: ComponentsDep
+) -> dict[str, Any]:
     """Stops the generation at once; the reply is stored `cancelled` with its text so far,
     and the stream ends with `done` (`finish_reason` `cancelled`). `cancelled` is false when
     the stream had already ended."""
     cancelled = await service.cancel(owner, stream_id)
+    if cancelled:
+        components.metrics.cancels.inc()
     return {"stream_id": stream_id, "cancelled": cancelled}
 
 

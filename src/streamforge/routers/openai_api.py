@@ -116,6 +116,7 @@ async def chat_completions(
         async def on_end(ending: Ending) -> None:
             if ending != "finished":
                 # The client is gone: stop generating now.
+                components.metrics.disconnects.inc()
                 streams.stop(completion.stream_id, MessageStatus.INTERRUPTED)
                 await streams.wait(completion.stream_id)
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from streamforge import SERVICE_NAME, __version__
 from streamforge.deps import ComponentsDep
+from streamforge.metrics import CONTENT_TYPE
 from streamforge.services.health import overall_health
 
 router = APIRouter(tags=["service"])
@@ -31,3 +32,15 @@ async def index(request: Request) -> dict[str, Any]:
 async def health(components: ComponentsDep) -> JSONResponse:
     report = await overall_health(components)
     return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+
+@router.get(
+    "/metrics",
+    summary="Metrics in Prometheus format",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def metrics(components: ComponentsDep) -> Response:
+    """Time to first token, tokens per second, active streams, disconnects, resumes, cancels,
+    queue depth and retrieval latency."""
+    return Response(components.metrics.render(), media_type=CONTENT_TYPE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +104,8 @@ class RetrievalService:
         self.database = database
         self.store = store
         self.embedder = embedder
+        # Called with (mode, seconds) after each search (metrics).
+        self.observe: Callable[[str, float], None] | None = None
 
     async def collections(self, owner_id: str, refs: Sequence[str] | None) -> list[Collection]:
         """The named collections (names or ids), or all of the owner's when none are named."""
@@ -175,4 +177,6 @@ class RetrievalService:
                 )
             )
         result.timings["total_ms"] = (time.perf_counter() - started) * 1000
+        if self.observe is not None:
+            self.observe(mode.value, result.timings["total_ms"] / 1000)
         return result

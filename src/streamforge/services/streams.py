@@ -33,8 +33,14 @@ class StreamRun:
 
 
 class StreamManager:
-    def __init__(self, log: InProcessEventLog) -> None:
+    def __init__(
+        self,
+        log: InProcessEventLog,
+        on_finish: Callable[[StreamBuffer], None] | None = None,
+    ) -> None:
         self.log = log
+        # Called with each stream's buffer when its producer has ended (metrics).
+        self.on_finish = on_finish
         self._runs: dict[str, StreamRun] = {}
 
     @property
@@ -56,6 +62,11 @@ class StreamManager:
             logger.exception("stream %s crashed", run.stream_id)
         finally:
             self._runs.pop(run.stream_id, None)
+            if self.on_finish is not None:
+                try:
+                    self.on_finish(run.buffer)
+                except Exception:
+                    logger.exception("observing stream %s failed", run.stream_id)
 
     def stop(self, stream_id: str, reason: MessageStatus) -> bool:
         run = self._runs.get(stream_id)
