@@ -42,6 +42,8 @@ class EmbeddingModel:
     embeddings: Embeddings
     # Texts longer than this (in characters) are cut before embedding.
     max_chars: int = 8000
+    # Computed in this process (a CPU-bound call for a worker thread), not by a remote API.
+    in_process: bool = False
 
 
 def _normalise(vector: list[float]) -> list[float]:
@@ -183,6 +185,7 @@ def build_embedding_model(settings: Settings) -> EmbeddingModel:
             f"simulated-{config.dimensions}",
             config.dimensions,
             SimulatedEmbeddings(config.dimensions),
+            in_process=True,
         )
     if config.provider == "local":
         path = Path(config.model).expanduser() if config.model else minilm_path()
@@ -191,7 +194,7 @@ def build_embedding_model(settings: Settings) -> EmbeddingModel:
         embedder = SentenceTransformerEmbeddings(
             path, batch_size=config.batch_size, threads=config.threads
         )
-        return EmbeddingModel(name, dimensions, embedder, max_chars=2000)
+        return EmbeddingModel(name, dimensions, embedder, max_chars=2000, in_process=True)
     if config.provider == "openai":
         from langchain_openai import OpenAIEmbeddings
         from pydantic import SecretStr

@@ -29,8 +29,6 @@ class EmbeddingService:
         self.model = model
         self.batch_size = batch_size
         self._lock = asyncio.Lock()
-        self._local = isinstance(model.embeddings, SentenceTransformerEmbeddings)
-        self._threaded = self._local or model.name.startswith("simulated")
         self._warmup: asyncio.Task[None] | None = None
 
     @property
@@ -82,7 +80,7 @@ class EmbeddingService:
     async def _run(self, batch: list[str]) -> list[list[float]]:
         embeddings = self.model.embeddings
         try:
-            if self._threaded:
+            if self.model.in_process:
                 async with self._lock:
                     return await asyncio.to_thread(embeddings.embed_documents, batch)
             return await embeddings.aembed_documents(batch)

@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamforge.db.database import Database
+from streamforge.errors import ServiceUnavailable
 from streamforge.models import Chunk, Collection
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -324,8 +325,45 @@ class ChunkStore(abc.ABC):
         """Delete these chunks' vectors (stores whose vectors do not cascade)."""
         raise NotImplementedError
 
-    @abc.abstractmethod
     async def vector_search(
+        self,
+        db: AsyncSession,
+        vector: Sequence[float],
+        collection_ids: Sequence[str],
+        k: int,
+    ) -> list[Hit]:
+        """Nearest chunks by cosine similarity, best first."""
+        self._require_vectors()
+        if not collection_ids or not await self._has_space(db, len(vector)):
+            return []
+        return await self._vector_search(db, vector, collection_ids, k)
+
+    async def text_search(
+        self,
+        db: AsyncSession,
+        query: str,
+        collection_ids: Sequence[str],
+        k: int,
+    ) -> list[Hit]:
+        """Best full-text matches of any of the query's words, best first."""
+        terms = search_terms(query)
+        if not terms or not collection_ids:
+            return []
+        return await self._text_search(db, terms, collection_ids, k)
+
+    def _require_vectors(self) -> None:
+        missing = self.unavailable()
+        if missing is not None:
+            raise ServiceUnavailable(missing)
+
+    async def _has_space(self, db: AsyncSession, dimensions: int) -> bool:
+        """Whether a vector table of this size exists (another worker may have made it)."""
+        if dimensions not in self._spaces:
+            self._spaces.update(await self._existing_spaces(db))
+        return dimensions in self._spaces
+
+    @abc.abstractmethod
+    async def _vector_search(
         self,
         db: AsyncSession,
         vector: Sequence[float],
@@ -334,10 +372,10 @@ class ChunkStore(abc.ABC):
     ) -> list[Hit]: ...
 
     @abc.abstractmethod
-    async def text_search(
+    async def _text_search(
         self,
         db: AsyncSession,
-        query: str,
+        terms: Sequence[str],
         collection_ids: Sequence[str],
         k: int,
     ) -> list[Hit]: ...

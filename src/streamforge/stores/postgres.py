@@ -15,8 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamforge.db.database import Database
-from streamforge.errors import ServiceUnavailable
-from streamforge.stores.base import ChunkStore, Hit, search_terms, space_table
+from streamforge.stores.base import ChunkStore, Hit, space_table
 
 PREFIX = "chunk_vectors_"
 # Any constant; the same in every worker, so two creating one table take turns.
@@ -67,10 +66,6 @@ class PostgresChunkStore(ChunkStore):
     def unavailable(self) -> str | None:
         return self._missing
 
-    def _require_vectors(self) -> None:
-        if self._missing is not None:
-            raise ServiceUnavailable(self._missing)
-
     async def _create_space(self, db: AsyncSession, dimensions: int) -> None:
         self._require_vectors()
         table = space_table(PREFIX, dimensions)
@@ -100,22 +95,14 @@ class PostgresChunkStore(ChunkStore):
         )
         return [int(name[len(PREFIX) :]) for (name,) in rows if name[len(PREFIX) :].isdigit()]
 
-    async def vector_search(
+    async def _vector_search(
         self,
         db: AsyncSession,
         vector: Sequence[float],
         collection_ids: Sequence[str],
         k: int,
     ) -> list[Hit]:
-        self._require_vectors()
-        dimensions = len(vector)
-        if not collection_ids:
-            return []
-        if dimensions not in self._spaces:
-            if dimensions not in await self._existing_spaces(db):
-                return []
-            self._spaces.add(dimensions)
-        table = space_table(PREFIX, dimensions)
+        table = space_table(PREFIX, len(vector))
         if k > self.ef_search:
             # The graph search keeps ef_search candidates: widen it for a larger k.
             await db.execute(
@@ -136,16 +123,13 @@ class PostgresChunkStore(ChunkStore):
         hits.sort(key=lambda hit: -hit.score)
         return hits
 
-    async def text_search(
+    async def _text_search(
         self,
         db: AsyncSession,
-        query: str,
+        terms: Sequence[str],
         collection_ids: Sequence[str],
         k: int,
     ) -> list[Hit]:
-        terms = search_terms(query)
-        if not terms or not collection_ids:
-            return []
         # to_tsquery stems the words and drops stop words; "|" lets any of them match. The
         # terms are \w+ words, so nothing in them is tsquery syntax. The matches are found
         # through the GIN index first, in a CTE of their own: given the collection filter

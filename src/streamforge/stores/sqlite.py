@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamforge.db.database import Database
 from streamforge.models import Chunk, Collection
-from streamforge.stores.base import ChunkStore, Hit, search_terms, space_table
+from streamforge.stores.base import ChunkStore, Hit, space_table
 from streamforge.stores.ivf import IVFIndex
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class SQLiteChunkStore(ChunkStore):
         placeholders = ", ".join(str(int(i)) for i in ids)
         await db.execute(text(f"DELETE FROM {table} WHERE chunk_id IN ({placeholders})"))
 
-    async def vector_search(
+    async def _vector_search(
         self,
         db: AsyncSession,
         vector: Sequence[float],
@@ -90,8 +90,6 @@ class SQLiteChunkStore(ChunkStore):
         k: int,
     ) -> list[Hit]:
         dimensions = len(vector)
-        if not collection_ids or dimensions not in await self._known_spaces(db):
-            return []
         table = space_table(PREFIX, dimensions)
         query = text(
             f"SELECT chunk_id, distance FROM {table} "
@@ -187,21 +185,13 @@ class SQLiteChunkStore(ChunkStore):
         self._builds.clear()
         self._indexes.clear()
 
-    async def _known_spaces(self, db: AsyncSession) -> set[int]:
-        if not self._spaces:
-            self._spaces.update(await self._existing_spaces(db))
-        return self._spaces
-
-    async def text_search(
+    async def _text_search(
         self,
         db: AsyncSession,
-        query: str,
+        terms: Sequence[str],
         collection_ids: Sequence[str],
         k: int,
     ) -> list[Hit]:
-        terms = search_terms(query)
-        if not terms or not collection_ids:
-            return []
         # Each word quoted, so nothing in a query is read as FTS5 syntax; any word may match.
         match = " OR ".join(f'"{term}"' for term in terms)
         collections = {f"c{i}": c for i, c in enumerate(collection_ids)}
