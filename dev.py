@@ -78,6 +78,23 @@ def ensure_postgres() -> None:
         )
 
 
+def ensure_redis_server() -> None:
+    """The tests start private redis-server processes (which they crash and restart)."""
+    if shutil.which("redis-server"):
+        return
+    apt = shutil.which("apt-get")
+    if apt and hasattr(os, "geteuid") and os.geteuid() == 0:
+        quiet = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run([apt, "update", "-q"], env=quiet)
+        subprocess.run(
+            [apt, "install", "-y", "-q", "--no-install-recommends", "redis-server"], env=quiet
+        )
+    if not shutil.which("redis-server"):
+        sys.exit(
+            "The tests need the redis-server program (Debian/Ubuntu: apt install redis-server)."
+        )
+
+
 def serve(extra: list[str]) -> None:
     ensure_venv("")
     os.chdir(ROOT)
@@ -89,6 +106,7 @@ def serve(extra: list[str]) -> None:
 def test(extra: list[str]) -> None:
     ensure_venv("dev")
     ensure_postgres()
+    ensure_redis_server()
     run(PYTHON, "-m", "ruff", "check", "src", "tests", "benchmarks", "dev.py")
     run(PYTHON, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks", "dev.py")
     run(PYTHON, "-m", "mypy")

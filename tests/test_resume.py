@@ -8,6 +8,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from tests.conftest import AppFactory, live_server
+from tests.procs import read_sse
 from tests.sse_client import ReadStream
 
 SLOW = {"simulated_delay": 0.01}
@@ -106,3 +107,68 @@ async def test_cancel_stops_generation_and_keeps_the_partial_text(
         assert again.json()["cancelled"] is False
         missing = await client.post("/chat/streams/0190a0a0-0000-7000-8000-000000000000/cancel")
         assert missing.status_code == 404
+
+
+async def test_continue_policy_waits_for_a_resume_then_stops_after_the_grace_period(
+    app_factory: AppFactory,
+) -> None:
+    streaming = {**SLOW, "disconnect_policy": "continue", "disconnect_grace": 0.6}
+    app = app_factory(streaming=streaming, llm=LONG)
+    async with live_server(app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        # Left and resumed within the grace period: generation never stopped.
+        cut = await read_sse(f"{server.url}/chat", "POST", json={"message": "a"}, stop_after=5)
+        stream_id = str(cut.session["stream_id"])
+        await asyncio.sleep(0.2)
+        rest = await read_sse(
+            f"{server.url}/chat/streams/{stream_id}", headers={"Last-Event-ID": "5"}
+        )
+        assert rest.done["status"] == "completed"
+        assert len(rest.deltas) + len(cut.deltas) >= 120
+
+        # Left for good: the reply is stopped when the grace period ends, and stored
+        # interrupted with exactly the text that was logged.
+        left = await read_sse(f"{server.url}/chat", "POST", json={"message": "b"}, stop_after=5)
+        stream_id = str(left.session["stream_id"])
+        await asyncio.sleep(0.3)
+        assert server.components.streams.active == 1
+        await asyncio.sleep(0.8)
+        assert server.components.streams.active == 0
+        logged = await resume(client, stream_id, "0")
+        assert logged.done["status"] == "interrupted"
+        items = (await client.get(f"/sessions/{left.session['session_id']}/messages")).json()
+        assert items["items"][-1]["status"] == "interrupted"
+        assert items["items"][-1]["content"] == logged.text
+        assert 5 < len(logged.deltas) < 120
+
+
+async def test_a_retry_with_the_same_idempotency_key_attaches_to_the_first_stream(
+    app_factory: AppFactory,
+) -> None:
+    app = app_factory(streaming=SLOW, llm=LONG)
+    async with live_server(app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        body = {"message": "only once", "idempotency_key": "9f1c-retry"}
+        # Three at once, as a flaky network's retries would arrive.
+        first, second, third = await asyncio.gather(
+            *(read_sse(f"{server.url}/chat", "POST", json=body) for _ in range(3))
+        )
+        stream_ids = {r.session["stream_id"] for r in (first, second, third)}
+        assert len(stream_ids) == 1
+        assert first.events == second.events == third.events
+        session_id = first.session["session_id"]
+        items = (await client.get(f"/sessions/{session_id}/messages")).json()["items"]
+        assert [m["role"] for m in items] == ["user", "assistant"]
+        assert items[-1]["content"] == first.text
+
+        # After the log forgot the stream, a retry replays the stored reply.
+        server.components.event_log.retention = 0
+        server.components.event_log.get("nothing")  # expires finished streams
+        later = await read_sse(f"{server.url}/chat", "POST", json=body)
+        assert later.session["stream_id"] in stream_ids
+        assert later.session["replayed"] is True
+        assert later.text == first.text
+        assert later.done["status"] == "completed"
+        # Another key is another turn.
+        other = await read_sse(
+            f"{server.url}/chat", "POST", json={**body, "idempotency_key": "other"}
+        )
+        assert other.session["stream_id"] not in stream_ids

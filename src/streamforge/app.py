@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -14,6 +19,51 @@ from streamforge.config.settings import Settings
 from streamforge.middleware import BodyLimitMiddleware
 from streamforge.routers import chat, documents, openai_api, root, sessions, templates
 
+_DRAIN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def drain_on_signals(drain: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+    """Start ``drain`` on the event loop as soon as SIGTERM or SIGINT arrives, then let the
+    handler that was there (uvicorn's, which stops accepting and waits for the open
+    connections) run as before. Servers wait for open streams to end before they run the
+    lifespan's shutdown, so streams must be ended when the signal comes, not after.
+    Returns a function that puts the previous handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+    previous: dict[int, Any] = {}
+
+    def start(then_default: int | None) -> None:
+        if tasks:
+            return
+        task = asyncio.ensure_future(drain())
+        tasks.add(task)
+        if then_default is not None:
+            # Nobody else handles the signal: after draining, let it do what it would have.
+            def again(_: asyncio.Task[None]) -> None:
+                restore()
+                signal.raise_signal(then_default)
+
+            task.add_done_callback(again)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        chained = previous.get(signum)
+        loop.call_soon_threadsafe(start, None if callable(chained) else signum)
+        if callable(chained):
+            chained(signum, frame)
+
+    for sig in _DRAIN_SIGNALS:
+        previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, old)
+
+    return restore
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
@@ -22,9 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         components = await Components.start(settings)
         app.state.components = components
+        restore = drain_on_signals(components.drain)
         try:
             yield
         finally:
+            restore()
             await components.stop()
 
     app = FastAPI(

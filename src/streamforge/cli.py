@@ -28,7 +28,10 @@ def _root(ctx: typer.Context) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 0.0.0.0).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes (more than 1 needs Redis: STREAMFORGE_REDIS__URL)."),
+    ] = None,
     reload: Annotated[bool, typer.Option(help="Restart when the code changes.")] = False,
 ) -> None:
     """Run the HTTP server."""
@@ -37,11 +40,19 @@ def serve(
     from streamforge.config.settings import Settings
 
     settings = Settings()
+    count = workers or settings.server.workers
+    if count > 1 and settings.redis.url is None:
+        # Each worker would keep its streams to itself: a resume or a cancel that reaches
+        # another worker would not find them.
+        fail(
+            f"--workers {count} needs a shared event log: set STREAMFORGE_REDIS__URL "
+            "(and a PostgreSQL STREAMFORGE_DATABASE__URL for several machines)"
+        )
     uvicorn.run(
         "streamforge.main:app",
         host=host or settings.server.host,
         port=port if port is not None else settings.server.port,
-        workers=workers or settings.server.workers,
+        workers=count,
         reload=reload,
         log_level=settings.server.log_level,
         timeout_graceful_shutdown=10,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -11,6 +12,7 @@ from streamforge.chains.embeddings import build_embedding_model
 from streamforge.config.settings import Settings
 from streamforge.db.database import Database
 from streamforge.db.engine import create_engine
+from streamforge.db.ids import new_id
 from streamforge.db.migrate import upgrade_to_head
 from streamforge.metrics import Metrics
 from streamforge.services.chat import ChatService
@@ -22,9 +24,10 @@ from streamforge.services.retrieval import RetrievalService
 from streamforge.services.sessions import SessionService
 from streamforge.services.streams import StreamManager
 from streamforge.services.templates import TemplateService
+from streamforge.services.workers import WorkerService
 from streamforge.stores import ChunkStore, create_store
 from streamforge.stores.postgres import search_settings
-from streamforge.streaming.log import InProcessEventLog
+from streamforge.streaming.log import EventLog, InProcessEventLog
 
 
 @dataclass
@@ -33,7 +36,8 @@ class Components:
     engine: AsyncEngine
     database: Database
     providers: ProviderRegistry
-    event_log: InProcessEventLog
+    event_log: EventLog
+    workers: WorkerService
     streams: StreamManager
     chat: ChatService
     completions: CompletionService
@@ -80,24 +84,45 @@ class Components:
         documents = DocumentService(settings.ingestion, database, store, embeddings)
         await documents.start()
         embeddings.warm_up()
-        event_log = InProcessEventLog(
-            settings.streaming.retention, settings.streaming.max_retained_streams
+        worker_id = new_id()
+        event_log = build_event_log(settings, worker_id)
+        await event_log.start()
+        workers = WorkerService(
+            database,
+            event_log,
+            worker_id=worker_id,
+            heartbeat_interval=settings.server.heartbeat_interval,
+            timeout=settings.server.worker_timeout,
         )
+        await workers.start()
         metrics = Metrics()
-        streams = StreamManager(event_log, on_finish=metrics.stream_finished)
-        metrics.watch(lambda: streams.active, lambda: _waiting(providers))
+        streams = StreamManager(
+            event_log,
+            on_finish=metrics.stream_finished,
+            policy=settings.streaming.disconnect_policy,
+            grace=settings.streaming.disconnect_grace,
+        )
+        loop = asyncio.get_running_loop()
+        metrics.watch(
+            lambda: streams.active,
+            lambda: _waiting(providers),
+            lambda: len(asyncio.all_tasks(loop)),
+        )
         retrieval.observe = lambda mode, seconds: metrics.retrieval_latency.labels(
             mode=mode
         ).observe(seconds)
         templates = TemplateService(database)
         memory = MemoryService(settings.memory, database)
-        chat = ChatService(settings, database, providers, streams, templates, memory, retrieval)
+        chat = ChatService(
+            settings, database, providers, streams, templates, memory, retrieval, worker_id
+        )
         return cls(
             settings=settings,
             engine=engine,
             database=database,
             providers=providers,
             event_log=event_log,
+            workers=workers,
             streams=streams,
             chat=chat,
             completions=CompletionService(providers, streams, chat),
@@ -110,13 +135,39 @@ class Components:
             metrics=metrics,
         )
 
+    async def drain(self) -> None:
+        """The server is stopping: end every open stream with a retryable ``shutdown`` error
+        and record every reply, so that connections close and nothing is left half-way."""
+        self.event_log.interrupt_readers("the server is shutting down; reconnect to resume")
+        await self.streams.shutdown()
+
     async def stop(self) -> None:
+        await self.drain()
         await self.documents.stop()
         await self.embeddings.aclose()
         await self.store.aclose()
-        await self.streams.shutdown()
         await self.providers.aclose()
+        await self.workers.stop()
+        await self.event_log.aclose()
         await self.engine.dispose()
+        if self.database.engine is not self.engine:
+            await self.database.engine.dispose()
+
+
+def build_event_log(settings: Settings, worker_id: str) -> EventLog:
+    streaming = settings.streaming
+    if settings.redis.url is None:
+        return InProcessEventLog(streaming.retention, streaming.max_retained_streams)
+    from streamforge.streaming.redis_log import RedisEventLog
+
+    return RedisEventLog(
+        settings.redis.url,
+        prefix=settings.redis.prefix,
+        retention=streaming.retention,
+        max_finished=streaming.max_retained_streams,
+        timeout=settings.redis.timeout,
+        worker_id=worker_id,
+    )
 
 
 def _waiting(providers: ProviderRegistry) -> int:

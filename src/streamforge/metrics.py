@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from streamforge.streaming.events import EventType
 from streamforge.streaming.log import StreamBuffer
@@ -64,6 +71,13 @@ class Metrics:
             "Generations waiting for the local model.",
             registry=registry,
         )
+        self.event_loop_tasks = Gauge(
+            "streamforge_event_loop_tasks",
+            "Tasks alive on the server's event loop (requests, producers, background work).",
+            registry=registry,
+        )
+        # process_resident_memory_bytes, open fds and CPU time, where the platform has them.
+        ProcessCollector(registry=registry)
         self.retrieval_latency = Histogram(
             "streamforge_retrieval_seconds",
             "Time to answer a search, embedding the query included.",
@@ -72,10 +86,17 @@ class Metrics:
             registry=registry,
         )
 
-    def watch(self, active: Callable[[], int], queued: Callable[[], int]) -> None:
+    def watch(
+        self,
+        active: Callable[[], int],
+        queued: Callable[[], int],
+        tasks: Callable[[], int] | None = None,
+    ) -> None:
         """Gauges read when scraped."""
         self.active_streams.set_function(lambda: float(active()))
         self.queue_depth.set_function(lambda: float(queued()))
+        if tasks is not None:
+            self.event_loop_tasks.set_function(lambda: float(tasks()))
 
     def stream_finished(self, buffer: StreamBuffer) -> None:
         done = next(

@@ -19,6 +19,10 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # Every worker records that it is alive this often; a worker silent for worker_timeout
+    # is dead, and the replies it left streaming are marked interrupted by the others.
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    worker_timeout: float = Field(default=30.0, gt=0)
 
 
 class CorsSettings(BaseModel):
@@ -42,6 +46,20 @@ class StreamingSettings(BaseModel):
     retention: float = Field(default=600.0, ge=0)
     max_retained_streams: int = Field(default=10_000, ge=0)
     simulated_delay: float = Field(default=0.1, ge=0)
+    # What a client leaving mid-answer does: "cancel" stops generation within one token;
+    # "continue" keeps generating for disconnect_grace seconds, waiting for a resume.
+    disconnect_policy: Literal["cancel", "continue"] = "cancel"
+    disconnect_grace: float = Field(default=30.0, ge=0)
+
+
+class RedisSettings(BaseModel):
+    # None: the event log (resume, cancel signals) stays inside each worker process. Set it
+    # (redis://host:6379/0) to share streams across workers and machines.
+    url: str | None = None
+    # Prefix of every key and channel, so several deployments can share one Redis.
+    prefix: str = "streamforge:"
+    # Seconds a Redis command may take before the event log reports Redis unavailable.
+    timeout: float = Field(default=5.0, gt=0)
 
 
 class LimitsSettings(BaseModel):
@@ -189,6 +207,7 @@ class Settings(BaseSettings):
     cors: CorsSettings = Field(default_factory=CorsSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     streaming: StreamingSettings = Field(default_factory=StreamingSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)

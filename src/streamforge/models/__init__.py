@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from streamforge.models.base import Base
-from streamforge.models.chat import ChatSession, Message, MessageRole, MessageStatus
+from streamforge.models.chat import ChatSession, Message, MessageRole, MessageStatus, Worker
 from streamforge.models.documents import Chunk, Collection, Document, DocumentStatus
 from streamforge.models.templates import PromptTemplate
 
@@ -16,4 +16,5 @@ __all__ = [
     "MessageRole",
     "MessageStatus",
     "PromptTemplate",
+    "Worker",
 ]

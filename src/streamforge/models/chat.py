@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from streamforge.models.base import Base, IdMixin, OwnedMixin, TimestampMixin
+from streamforge.models.base import Base, IdMixin, OwnedMixin, TimestampMixin, utcnow
 
 
 class MessageRole(enum.StrEnum):
@@ -39,7 +40,13 @@ class ChatSession(IdMixin, OwnedMixin, TimestampMixin, Base):
 
 class Message(IdMixin, OwnedMixin, TimestampMixin, Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_session_id_id", "session_id", "id"),)
+    __table_args__ = (
+        Index("ix_messages_session_id_id", "session_id", "id"),
+        # A retried POST /chat finds its first attempt by key (user messages carry it).
+        Index("uq_messages_owner_idempotency", "owner_id", "idempotency_key", unique=True),
+        # The startup pass looks for replies left ``streaming``.
+        Index("ix_messages_status", "status"),
+    )
 
     session_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("chat_sessions.id", ondelete="CASCADE")
@@ -55,3 +62,19 @@ class Message(IdMixin, OwnedMixin, TimestampMixin, Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # The retrieved passages the answer was given, as sent in the stream's ``sources`` event.
     citations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The worker generating a reply while it is ``streaming``: if that worker dies, the others
+    # mark the reply interrupted.
+    worker_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+class Worker(Base):
+    """A server process that is (or was) running, and when it last said so."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

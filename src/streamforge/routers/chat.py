@@ -7,10 +7,10 @@ from starlette.responses import JSONResponse, Response
 
 from streamforge.deps import ChatServiceDep, ComponentsDep, OwnerDep, SettingsDep
 from streamforge.errors import BadRequest
-from streamforge.models import MessageStatus
 from streamforge.schemas.chat import ChatRequest
 from streamforge.schemas.common import ErrorResponse
 from streamforge.services.health import chat_health
+from streamforge.streaming.log import EventLogUnavailable, StreamReader, Unreachable
 from streamforge.streaming.response import Ending, EventStreamResponse
 
 router = APIRouter(prefix="/chat", tags=["chat"])
@@ -43,16 +43,19 @@ async def chat(
 ) -> EventStreamResponse:
     turn = await service.start(owner, body)
     streams = components.streams
+    follows = turn.attached and not turn.reader.closed
+    if follows:
+        await streams.reader_joined(turn.stream_id)
 
     async def on_end(ending: Ending) -> None:
         if ending != "finished":
-            # The client is gone: stop generating now and record the reply as interrupted.
+            # The client is gone: the disconnect policy decides whether generation goes on.
             components.metrics.disconnects.inc()
-            streams.stop(turn.stream_id, MessageStatus.INTERRUPTED)
-            await streams.wait(turn.stream_id)
+            if follows or not turn.attached:
+                await streams.reader_left(turn.stream_id)
 
     return EventStreamResponse(
-        turn.run.buffer,
+        turn.reader,
         heartbeat_interval=settings.streaming.heartbeat_interval,
         send_timeout=settings.streaming.send_timeout,
         retry_ms=settings.streaming.retry_ms,
@@ -63,8 +66,11 @@ async def chat(
 _RESUME_DOC = (
     "Replays the events after `Last-Event-ID` (the header a browser's `EventSource` sends "
     "when it reconnects, or the `last_event_id` query parameter), then follows the stream "
-    "live until its `done` event. A stream that is unknown, expired, or has nothing after "
-    "that id answers `204 No Content`, which tells `EventSource` to stop reconnecting."
+    "live until its `done` event, on any worker when the event log is Redis. A stream that "
+    "is unknown, expired, or has nothing after that id answers `204 No Content`, which tells "
+    "`EventSource` to stop reconnecting. When the shared event log cannot be reached the "
+    "stream answers one `event: error` with `retryable: true` and closes, so `EventSource` "
+    "tries again after the `retry:` delay."
 )
 
 
@@ -92,20 +98,27 @@ async def resume(
     ] = None,
 ) -> Response:
     after = _event_id(last_event_id_header if last_event_id_header is not None else last_event_id)
-    buffer = service.find_stream(owner, stream_id)
-    if buffer is None or (buffer.closed and after >= buffer.last_id):
+    stream: StreamReader | None
+    try:
+        stream = await service.open_stream(owner, stream_id)
+    except EventLogUnavailable as exc:
+        stream = Unreachable(stream_id, exc)
+    if stream is None or (stream.closed and after >= stream.last_id):
         return Response(status_code=204)
     streams = components.streams
     components.metrics.resumes.inc()
+    follows = not stream.closed
+    if follows:
+        await streams.reader_joined(stream_id)
 
     async def on_end(ending: Ending) -> None:
         if ending != "finished":
             components.metrics.disconnects.inc()
-            streams.stop(stream_id, MessageStatus.INTERRUPTED)
-            await streams.wait(stream_id)
+            if follows:
+                await streams.reader_left(stream_id)
 
     return EventStreamResponse(
-        buffer,
+        stream,
         heartbeat_interval=settings.streaming.heartbeat_interval,
         send_timeout=settings.streaming.send_timeout,
         retry_ms=settings.streaming.retry_ms,

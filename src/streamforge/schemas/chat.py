@@ -38,6 +38,11 @@ class ChatRequest(BaseModel):
         ]
         | None
     ) = Field(default=None, description="Values for the template's variables.")
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None,
+        description="A retry with the same key attaches to the stream of the first attempt "
+        "(replayed from its first event) instead of starting a second generation.",
+    )
     rag: RagField = Field(
         default=None,
         description="Answer from your documents: {collections, top_k}, a list of collection "

@@ -9,8 +9,13 @@ length of a stream.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from streamforge.chains.core.llm_setup import ProviderRegistry
 from streamforge.chains.providers.base import GenerationRequest, Provider, ProviderBusy
@@ -18,29 +23,40 @@ from streamforge.chains.rag import StreamForgeRetriever, from_document, grounded
 from streamforge.config.settings import Settings
 from streamforge.db.database import Database
 from streamforge.db.ids import is_valid_id, new_id
-from streamforge.errors import NotFound, TooManyRequests, ValidationFailed
-from streamforge.models import MessageRole, MessageStatus
+from streamforge.errors import NotFound, ServiceUnavailable, TooManyRequests, ValidationFailed
+from streamforge.models import Message, MessageRole, MessageStatus
 from streamforge.repositories import sessions as repo
 from streamforge.schemas.chat import ChatRequest
 from streamforge.schemas.documents import RagOptions, rag_options
-from streamforge.services.generation import Outcome, RetryPolicy, generate
+from streamforge.services.generation import FINISH_REASON, Outcome, RetryPolicy, generate
 from streamforge.services.memory import MemoryService, SessionMemory, StoredTurn
 from streamforge.services.retrieval import RetrievalService
 from streamforge.services.streams import StreamManager, StreamRun
 from streamforge.services.templates import TemplateService
-from streamforge.streaming.events import EventType
-from streamforge.streaming.log import StreamBuffer
+from streamforge.streaming.events import EventType, StreamEvent
+from streamforge.streaming.log import (
+    EventLogUnavailable,
+    StreamReader,
+    closed_stream,
+)
+
+# How long a retry waits for the first attempt's stream to appear in a shared event log.
+_ATTACH_WAIT = 3.0
+# How long a cancel sent to another worker waits for the stream's end.
+_CANCEL_WAIT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """What a started chat turn is known by."""
+    """What a started chat turn is known by, and the stream its response reads."""
 
     session_id: str
     stream_id: str
     user_message_id: str
     assistant_message_id: str
-    run: StreamRun
+    reader: StreamReader
+    # A retry with an idempotency key: the response follows the first attempt's stream.
+    attached: bool = False
 
 
 def busy(exc: ProviderBusy) -> TooManyRequests:
@@ -58,7 +74,9 @@ class ChatService:
         templates: TemplateService,
         memory: MemoryService,
         retrieval: RetrievalService,
+        worker_id: str | None = None,
     ) -> None:
+        self.worker_id = worker_id
         self.settings = settings
         self.database = database
         self.providers = providers
@@ -87,6 +105,13 @@ class ChatService:
             raise ValidationFailed(f"message is longer than {limit} characters")
         if request.session_id is not None and not is_valid_id(request.session_id):
             raise ValidationFailed("session_id is not a valid session id")
+        if self.streams.closing:
+            raise ServiceUnavailable("the server is shutting down; send the message again")
+        key = request.idempotency_key
+        if key is not None:
+            attached = await self.attach(owner_id, key)
+            if attached is not None:
+                return attached
         rag = rag_options(request.rag)
         if rag is not None:
             # Unknown collections are a 404 now, before anything is stored or streamed.
@@ -100,6 +125,14 @@ class ChatService:
             raise busy(exc) from None
         try:
             return await self._start(owner_id, request, chain, admission)
+        except IntegrityError:
+            admission.__exit__(None, None, None)
+            # A retry raced the first attempt with the same key: the first one stored it.
+            if key is not None:
+                attached = await self.attach(owner_id, key)
+                if attached is not None:
+                    return attached
+            raise
         except BaseException:
             admission.__exit__(None, None, None)
             raise
@@ -149,6 +182,7 @@ class ChatService:
                 content=request.message,
                 status=MessageStatus.COMPLETED,
                 stream_id=stream_id,
+                idempotency_key=request.idempotency_key,
             )
             assistant = await repo.add_message(
                 db,
@@ -160,6 +194,7 @@ class ChatService:
                 provider=provider.name,
                 model=request.model,
                 stream_id=stream_id,
+                worker_id=self.worker_id,
             )
             session_id, user_id, assistant_id = session.id, user.id, assistant.id
 
@@ -230,24 +265,63 @@ class ChatService:
                 "template": {"name": template.name, "version": template.version},
             },
         )
-        return Turn(session_id, stream_id, user_id, assistant_id, run)
+        return Turn(session_id, stream_id, user_id, assistant_id, run.buffer)
 
-    def find_stream(self, owner_id: str, stream_id: str) -> StreamBuffer | None:
-        """A stream's event log while it is retained, if it is this owner's."""
-        buffer = self.streams.log.get(stream_id)
-        if buffer is None or buffer.owner_id != owner_id:
+    async def attach(self, owner_id: str, key: str) -> Turn | None:
+        """The turn a POST /chat with this idempotency key started, if there was one: its
+        stream while the event log keeps it, else a replay of the stored reply."""
+        async with self.database.read() as db:
+            user = await repo.by_idempotency_key(db, owner_id, key)
+            if user is None or user.stream_id is None:
+                return None
+            reply = await repo.reply_of(db, owner_id, user.stream_id)
+        if reply is None:
             return None
-        return buffer
+        stream_id = user.stream_id
+        deadline = time.monotonic() + _ATTACH_WAIT
+        while True:
+            reader = await self.open_stream(owner_id, stream_id)
+            # Another worker may not have copied the stream into the shared log yet.
+            if reader is not None or reply.status != MessageStatus.STREAMING:
+                break
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        if reader is None:
+            async with self.database.read() as db:
+                reply = await repo.reply_of(db, owner_id, stream_id) or reply
+            reader = _replay(user, reply)
+        return Turn(user.session_id, stream_id, user.id, reply.id, reader, attached=True)
+
+    async def open_stream(self, owner_id: str, stream_id: str) -> StreamReader | None:
+        """A stream while the event log retains it, on any worker, if it is this owner's."""
+        reader = await self.streams.log.open(stream_id)
+        if reader is None or reader.owner_id != owner_id:
+            return None
+        return reader
 
     async def cancel(self, owner_id: str, stream_id: str) -> bool:
-        """Stop a running generation; the reply is stored ``cancelled`` with its text so far.
-        False when the stream had already ended."""
-        if self.find_stream(owner_id, stream_id) is None:
+        """Stop a running generation, on whichever worker runs it; the reply is stored
+        ``cancelled`` with its text so far. False when the stream had already ended."""
+        try:
+            reader = await self.open_stream(owner_id, stream_id)
+        except EventLogUnavailable as exc:
+            raise ServiceUnavailable(exc.message) from None
+        if reader is None:
             raise NotFound(f"stream {stream_id!r} not found")
-        stopped = self.streams.stop(stream_id, MessageStatus.CANCELLED)
-        if stopped:
-            await self.streams.wait(stream_id)
-        return stopped
+        if self.streams.is_local(stream_id):
+            stopped = self.streams.stop(stream_id, MessageStatus.CANCELLED)
+            if stopped:
+                await self.streams.wait(stream_id)
+            return stopped
+        if reader.closed:
+            return False
+        try:
+            await self.streams.log.signal({"op": "cancel", "stream_id": stream_id})
+            done = await _until_done(reader, _CANCEL_WAIT)
+        except EventLogUnavailable as exc:
+            raise ServiceUnavailable(exc.message) from None
+        return done is not None and done.get("status") == MessageStatus.CANCELLED.value
 
     async def ground(
         self,
@@ -273,6 +347,64 @@ class ChatService:
             async with self.database.write() as db:
                 await repo.set_citations(db, assistant_id, citations)
         return grounded_prompt(system, chunks)
+
+
+async def _until_done(reader: StreamReader, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
+    """Follow a stream to its ``done`` event; None if it does not come within ``timeout``."""
+    cursor = reader.last_id
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        events: list[StreamEvent] = await reader.read(cursor, min(left, 1.0))
+        if events:
+            cursor = events[-1].id
+            if events[-1].is_terminal:
+                data: dict[str, Any] = events[-1].data
+                return data
+        elif reader.closed:
+            return None
+    return None
+
+
+def _replay(user: Message, reply: Message) -> StreamReader:
+    """A finished stream rebuilt from storage, for a retry after the log let go of it."""
+    status = MessageStatus(reply.status)
+    events: list[tuple[EventType, Any]] = [
+        (
+            EventType.SESSION,
+            {
+                "session_id": user.session_id,
+                "stream_id": reply.stream_id,
+                "user_message_id": user.id,
+                "assistant_message_id": reply.id,
+                "provider": reply.provider,
+                "model": reply.model,
+                "replayed": True,
+            },
+        )
+    ]
+    if reply.content:
+        events.append((EventType.MESSAGE, reply.content))
+    if reply.error:
+        events.append((EventType.ERROR, reply.error))
+    usage = {
+        "prompt_tokens": reply.prompt_tokens or 0,
+        "completion_tokens": reply.completion_tokens or 0,
+        "total_tokens": (reply.prompt_tokens or 0) + (reply.completion_tokens or 0),
+    }
+    events.append(
+        (
+            EventType.DONE,
+            {
+                "finish_reason": FINISH_REASON.get(status, "interrupted"),
+                "status": status.value,
+                "provider": reply.provider,
+                "message_id": reply.id,
+                "usage": usage,
+                "replayed": True,
+            },
+        )
+    )
+    return closed_stream(reply.stream_id or "", user.owner_id, events)
 
 
 def _title_from(message: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from streamforge.chains.core.llm_setup import ProviderRegistry
 from streamforge.chains.providers.base import ChatTurn, GenerationRequest, Provider, ProviderBusy
 from streamforge.db.ids import new_id
-from streamforge.errors import NotFound
+from streamforge.errors import NotFound, ServiceUnavailable
 from streamforge.models.base import LOCAL_OWNER
 from streamforge.schemas.documents import RagOptions
 from streamforge.services.chat import ChatService, busy
@@ -68,6 +68,8 @@ class CompletionService:
         return listed
 
     async def start(self, request: CompletionRequest, owner_id: str = LOCAL_OWNER) -> Completion:
+        if self.streams.closing:
+            raise ServiceUnavailable("the server is shutting down; send the request again")
         provider, model = self.resolve_model(request.model)
         rag = request.rag
         if rag is not None:

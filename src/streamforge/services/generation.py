@@ -39,6 +39,12 @@ FINISH_REASON = {
     MessageStatus.FAILED: "error",
 }
 
+SHUTDOWN_ERROR = {
+    "code": "shutdown",
+    "message": "the server is shutting down; send the message again",
+    "retryable": True,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -148,6 +154,8 @@ async def generate(
             if error is not None and status is MessageStatus.FAILED
             else None
         )
+        if run.stop_detail == "shutdown" and status is MessageStatus.INTERRUPTED:
+            error_body = dict(SHUTDOWN_ERROR)
         outcome = Outcome(status, text, usage, provider.name, error_body, tried)
         # Shielded: the reply must be recorded even when this task is cancelled again.
         await asyncio.shield(_safe_finish(finish, outcome))
@@ -160,6 +168,7 @@ async def generate(
                 "finish_reason": FINISH_REASON[status],
                 "status": status.value,
                 "provider": provider.name,
+                **({"reason": run.stop_detail} if run.stop_detail else {}),
                 **(extra_done or {}),
                 "usage": usage.as_dict(),
                 "timings": {

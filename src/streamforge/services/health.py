@@ -70,17 +70,15 @@ async def chat_health(components: Components) -> dict[str, Any]:
 
 
 async def overall_health(components: Components) -> dict[str, Any]:
-    database, provider = await asyncio.gather(
-        database_health(components), provider_health(components)
+    database, provider, event_log = await asyncio.gather(
+        database_health(components),
+        provider_health(components),
+        components.event_log.health(),
     )
     checks = {
         "database": database,
         "vector_store": await vector_store_health(components),
-        "event_log": {
-            "status": "ok",
-            "backend": "in-process",
-            "streams": len(components.event_log),
-        },
+        "event_log": {**event_log, "worker": components.workers.id},
         "provider": provider,
     }
     healthy = all(check.get("status") in ("ok", "unavailable") for check in checks.values())

@@ -1,8 +1,11 @@
 """Running streams: the producer tasks that write chat events into the event log.
 
 Generation is a task of its own, not part of the HTTP response, so that what a client reads
-and how long generation runs are decided separately: a disconnect cancels the producer
-explicitly, and later a client will be able to resume from the log.
+and how long generation runs are decided separately. Each run counts the responses that
+follow it, on any worker; when the last one leaves, the disconnect policy decides: ``cancel``
+stops generation at once (within one token), ``continue`` lets it run for a grace period and
+stops it then unless a client has resumed. Cancel, attach and detach travel as control signals
+through the event log, so they reach the run on whichever worker produces it.
 """
 
 from __future__ import annotations
@@ -10,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from streamforge.models import MessageStatus
-from streamforge.streaming.log import InProcessEventLog, StreamBuffer
+from streamforge.streaming.log import EventLog, EventLogUnavailable, Signal, StreamBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -23,25 +26,41 @@ Producer = Callable[["StreamRun"], Coroutine[Any, Any, None]]
 class StreamRun:
     """One generation: its buffer, its task and why it was stopped, if it was."""
 
-    __slots__ = ("buffer", "stop_reason", "stream_id", "task")
+    __slots__ = ("buffer", "grace", "readers", "stop_detail", "stop_reason", "stream_id", "task")
 
     def __init__(self, stream_id: str, buffer: StreamBuffer) -> None:
         self.stream_id = stream_id
         self.buffer = buffer
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: MessageStatus | None = None
+        # Why, beyond the status: "shutdown" when the server is stopping.
+        self.stop_detail: str | None = None
+        # Responses following the stream, on any worker; the one that started it counts.
+        self.readers = 1
+        self.grace: asyncio.TimerHandle | None = None
+
+
+DisconnectPolicy = Literal["cancel", "continue"]
 
 
 class StreamManager:
     def __init__(
         self,
-        log: InProcessEventLog,
+        log: EventLog,
         on_finish: Callable[[StreamBuffer], None] | None = None,
+        *,
+        policy: DisconnectPolicy = "cancel",
+        grace: float = 30.0,
     ) -> None:
         self.log = log
         # Called with each stream's buffer when its producer has ended (metrics).
         self.on_finish = on_finish
+        self.policy = policy
+        self.grace = grace
         self._runs: dict[str, StreamRun] = {}
+        # Set when the server starts shutting down: no new generation from then on.
+        self.closing = False
+        log.on_signal = self.on_signal
 
     @property
     def active(self) -> int:
@@ -62,20 +81,89 @@ class StreamManager:
             logger.exception("stream %s crashed", run.stream_id)
         finally:
             self._runs.pop(run.stream_id, None)
+            if run.grace is not None:
+                run.grace.cancel()
             if self.on_finish is not None:
                 try:
                     self.on_finish(run.buffer)
                 except Exception:
                     logger.exception("observing stream %s failed", run.stream_id)
 
-    def stop(self, stream_id: str, reason: MessageStatus) -> bool:
+    def is_local(self, stream_id: str) -> bool:
+        return stream_id in self._runs
+
+    def stop(self, stream_id: str, reason: MessageStatus, detail: str | None = None) -> bool:
         run = self._runs.get(stream_id)
         if run is None or run.task is None or run.task.done():
             return False
         if run.stop_reason is None:
             run.stop_reason = reason
+            run.stop_detail = detail
         run.task.cancel()
         return True
+
+    # -- readers joining and leaving, on any worker ------------------------------------
+
+    def attach(self, stream_id: str) -> None:
+        run = self._runs.get(stream_id)
+        if run is None:
+            return
+        run.readers += 1
+        if run.grace is not None:
+            run.grace.cancel()
+            run.grace = None
+
+    def detach(self, stream_id: str) -> bool:
+        """A reader left; True when that stopped the generation (no reader is left and the
+        policy is ``cancel``)."""
+        run = self._runs.get(stream_id)
+        if run is None:
+            return False
+        run.readers = max(0, run.readers - 1)
+        if run.readers:
+            return False
+        if self.policy == "cancel" or self.grace <= 0:
+            return self.stop(stream_id, MessageStatus.INTERRUPTED)
+        if run.grace is None:
+            run.grace = asyncio.get_running_loop().call_later(
+                self.grace, self.stop, stream_id, MessageStatus.INTERRUPTED
+            )
+        return False
+
+    async def reader_joined(self, stream_id: str) -> None:
+        """A response started following ``stream_id`` (a resume, an idempotent retry)."""
+        if stream_id in self._runs:
+            self.attach(stream_id)
+            return
+        await self._signal({"op": "attach", "stream_id": stream_id})
+
+    async def reader_left(self, stream_id: str) -> None:
+        """A response following ``stream_id`` ended before the stream did."""
+        if stream_id in self._runs:
+            if self.detach(stream_id):
+                await self.wait(stream_id)
+            return
+        await self._signal({"op": "detach", "stream_id": stream_id})
+
+    async def _signal(self, signal: Signal) -> None:
+        try:
+            await self.log.signal(signal)
+        except EventLogUnavailable as exc:
+            # The producing worker keeps its own policy; at worst it waits out its grace.
+            logger.warning("could not signal %s: %s", signal.get("op"), exc.message)
+
+    def on_signal(self, signal: Signal) -> None:
+        """A control signal from any worker (this one included): act if the run is here."""
+        stream_id = signal.get("stream_id")
+        if not isinstance(stream_id, str) or stream_id not in self._runs:
+            return
+        op = signal.get("op")
+        if op == "cancel":
+            self.stop(stream_id, MessageStatus.CANCELLED)
+        elif op == "attach":
+            self.attach(stream_id)
+        elif op == "detach":
+            self.detach(stream_id)
 
     async def wait(self, stream_id: str) -> None:
         run = self._runs.get(stream_id)
@@ -88,10 +176,12 @@ class StreamManager:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def shutdown(self) -> None:
-        """Stop every generation and wait until each has recorded its end."""
+        """Stop every generation and wait until each has recorded its end: each stream ends
+        with a retryable ``error`` (code ``shutdown``) and its ``done`` event."""
+        self.closing = True
         tasks = []
         for stream_id, run in list(self._runs.items()):
-            self.stop(stream_id, MessageStatus.INTERRUPTED)
+            self.stop(stream_id, MessageStatus.INTERRUPTED, "shutdown")
             if run.task is not None:
                 tasks.append(run.task)
         if tasks:

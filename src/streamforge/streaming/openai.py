@@ -195,6 +195,9 @@ class OpenAIChunkEncoder:
     def ping(self) -> bytes:
         return PING
 
+    def interrupt(self, error: dict[str, Any]) -> bytes:
+        return error_chunk(error) + DONE_LINE
+
 
 @dataclass(frozen=True, slots=True)
 class Collected:

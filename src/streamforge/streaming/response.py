@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from streamforge.streaming.events import StreamEvent
-from streamforge.streaming.log import StreamBuffer
+from streamforge.streaming.log import EventLogUnavailable, StreamReader
 from streamforge.streaming.sse import SSEEncoder
 
 SSE_HEADERS: list[tuple[bytes, bytes]] = [
@@ -26,7 +26,9 @@ SSE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-accel-buffering", b"no"),
 ]
 
-Ending = Literal["finished", "disconnected", "send_timeout"]
+# "interrupted": the response ended early on the server's side (shutdown, or the shared event
+# log unreachable) after telling the client, with a retryable error, to reconnect.
+Ending = Literal["finished", "disconnected", "send_timeout", "interrupted"]
 
 
 class Encoder(Protocol):
@@ -40,6 +42,10 @@ class Encoder(Protocol):
 
     def ping(self) -> bytes: ...
 
+    def interrupt(self, error: dict[str, object]) -> bytes:
+        """The end of a response cut short by the server: a retryable error, no event id."""
+        ...
+
 
 OnEnd = Callable[[Ending], Awaitable[None]]
 
@@ -49,7 +55,7 @@ class EventStreamResponse(Response):
 
     def __init__(
         self,
-        buffer: StreamBuffer,
+        buffer: StreamReader,
         *,
         heartbeat_interval: float,
         send_timeout: float,
@@ -123,7 +129,12 @@ class EventStreamResponse(Response):
         cursor = self.last_event_id
         buffer = self.buffer
         while True:
-            events = buffer.after(cursor)
+            try:
+                events = await buffer.read(cursor, self.heartbeat_interval)
+            except EventLogUnavailable as exc:
+                error = {"code": exc.code, "message": exc.message, "retryable": True}
+                await self._body(send, head + encoder.interrupt(error), more=False)
+                return "interrupted"
             if events:
                 cursor = events[-1].id
                 body = head + encoder.encode(events)
@@ -141,8 +152,7 @@ class EventStreamResponse(Response):
             if buffer.closed:
                 await self._body(send, encoder.tail(), more=False)
                 return "finished"
-            if not await buffer.wait(cursor, self.heartbeat_interval):
-                await self._body(send, encoder.ping())
+            await self._body(send, encoder.ping())
 
     async def _listen_for_disconnect(self, receive: Receive) -> None:
         while True:

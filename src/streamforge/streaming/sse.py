@@ -48,3 +48,7 @@ class SSEEncoder:
 
     def ping(self) -> bytes:
         return PING
+
+    def interrupt(self, error: dict[str, object]) -> bytes:
+        # No id: the client's Last-Event-ID stays at the last event it really received.
+        return b"event: error\ndata: %s\n\n" % orjson.dumps(error)

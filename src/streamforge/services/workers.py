@@ -1,0 +1,175 @@
+"""Workers: each server process records that it is alive; replies left by a dead one end.
+
+Every worker has a row in ``workers`` with a heartbeat it refreshes every
+``heartbeat_interval`` seconds, and every reply it generates carries its id while it is
+``streaming``. At startup, and at every heartbeat after that, a worker looks for replies left
+``streaming`` by a worker that is gone (no row, or a heartbeat older than ``worker_timeout``)
+and marks them ``interrupted``, with the text of the events the event log kept (Redis keeps
+them across processes; the in-process log dies with its worker, and then the stored text is
+what remains). Their streams get a final retryable ``error`` and ``done``, so that a client
+following one on another worker is told it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, or_, select, update
+
+from streamforge.db.database import Database
+from streamforge.db.ids import new_id
+from streamforge.models import Message, MessageRole, MessageStatus, Worker
+from streamforge.models.base import utcnow
+from streamforge.streaming.events import EventType
+from streamforge.streaming.log import EventLog, EventLogUnavailable
+
+logger = logging.getLogger(__name__)
+
+WORKER_LOST = {
+    "code": "worker_lost",
+    "message": "the server process generating this answer stopped; send the message again",
+    "retryable": True,
+}
+
+
+class WorkerService:
+    def __init__(
+        self,
+        database: Database,
+        log: EventLog,
+        *,
+        worker_id: str | None = None,
+        heartbeat_interval: float = 5.0,
+        timeout: float = 30.0,
+    ) -> None:
+        self.database = database
+        self.log = log
+        self.heartbeat_interval = heartbeat_interval
+        self.timeout = timeout
+        self.id = worker_id or new_id()
+        self._task: asyncio.Task[None] | None = None
+        self.reaped = 0
+
+    async def start(self) -> None:
+        async with self.database.write() as db:
+            db.add(Worker(id=self.id, host=socket.gethostname()[:255], pid=os.getpid()))
+        await self.reap()
+        self._task = asyncio.create_task(self._beat(), name="worker-heartbeat")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            async with self.database.write() as db:
+                await db.execute(delete(Worker).where(Worker.id == self.id))
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                async with self.database.write() as db:
+                    await db.execute(
+                        update(Worker).where(Worker.id == self.id).values(heartbeat_at=utcnow())
+                    )
+                await self.reap()
+            except Exception:
+                logger.exception("worker heartbeat failed")
+
+    async def reap(self) -> int:
+        """Mark the replies of dead workers interrupted; returns how many."""
+        cutoff = utcnow() - timedelta(seconds=self.timeout)
+        host = socket.gethostname()[:255]
+        async with self.database.read() as db:
+            workers = (
+                await db.execute(select(Worker.id, Worker.host, Worker.pid, Worker.heartbeat_at))
+            ).all()
+            # Silent for too long, or (on this host) a process that no longer exists.
+            dead = [
+                worker_id
+                for worker_id, worker_host, pid, heartbeat_at in workers
+                if worker_id != self.id
+                and (_aware(heartbeat_at) < cutoff or (worker_host == host and not _running(pid)))
+            ]
+            live = [w[0] for w in workers if w[0] not in dead]
+            rows = (
+                await db.execute(
+                    select(Message.id, Message.stream_id, Message.content).where(
+                        Message.status == MessageStatus.STREAMING.value,
+                        Message.role == MessageRole.ASSISTANT.value,
+                        or_(Message.worker_id.is_(None), Message.worker_id.not_in(live)),
+                    )
+                )
+            ).all()
+        for message_id, stream_id, content in rows:
+            await self._interrupt(message_id, stream_id, content)
+        if dead:
+            async with self.database.write() as db:
+                await db.execute(delete(Worker).where(Worker.id.in_(dead)))
+        self.reaped += len(rows)
+        return len(rows)
+
+    async def _interrupt(self, message_id: str, stream_id: str | None, stored: str) -> None:
+        text = stored
+        events = None
+        if stream_id is not None:
+            try:
+                events = await self.log.recover(stream_id)
+            except EventLogUnavailable as exc:
+                logger.warning("cannot read stream %s from the event log: %s", stream_id, exc)
+        if events:
+            logged = "".join(e.data for e in events if e.type is EventType.MESSAGE)
+            if len(logged) >= len(text):
+                text = logged
+        async with self.database.write() as db:
+            result = await db.execute(
+                update(Message)
+                .where(Message.id == message_id, Message.status == MessageStatus.STREAMING.value)
+                .values(
+                    status=MessageStatus.INTERRUPTED.value,
+                    content=text,
+                    error=dict(WORKER_LOST),
+                    updated_at=utcnow(),
+                )
+            )
+        if getattr(result, "rowcount", 1) == 0 or stream_id is None or events is None:
+            return
+        logger.info("reply %s of a stopped worker marked interrupted", message_id)
+        with contextlib.suppress(EventLogUnavailable, Exception):
+            await self.log.seal(
+                stream_id,
+                [
+                    (EventType.ERROR, dict(WORKER_LOST)),
+                    (
+                        EventType.DONE,
+                        {
+                            "finish_reason": "interrupted",
+                            "status": MessageStatus.INTERRUPTED.value,
+                            "reason": "worker_lost",
+                            "message_id": message_id,
+                        },
+                    ),
+                ],
+            )
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a row of an earlier process whose pid this one reuses
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite gives back naive datetimes; they were stored in UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
