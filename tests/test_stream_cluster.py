@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -453,3 +455,50 @@ async def test_redis_restarted_mid_stream(
         assert replay.text == whole.text
         after = await read_sse(f"{second.url}/chat", "POST", json={"message": "still here?"})
         assert after.done is not None and after.done["status"] == "completed"
+
+
+async def test_serve_with_workers_shares_streams_between_them(
+    tmp_path: Path, database: str, redis: RedisServer
+) -> None:
+    env = shared(
+        database,
+        redis,
+        **LONG_ANSWER,
+        STREAMFORGE_STREAMING__SIMULATED_DELAY="0.01",
+        STREAMFORGE_STREAMING__DISCONNECT_POLICY="continue",
+    )
+    async with server_process(tmp_path, env, workers=2) as server:
+        # New connections land on either worker process.
+        workers = set()
+        for _ in range(40):
+            async with httpx.AsyncClient() as client:
+                health = (await client.get(f"{server.url}/health")).json()
+            workers.add(health["components"]["event_log"]["worker"])
+            if len(workers) == 2:
+                break
+        assert len(workers) == 2
+        body = {"message": "any worker", "max_tokens": 100}
+        whole = await uninterrupted(server.url, body)
+        _, events = await reassemble_with_cuts(
+            server.url, [server.url], body, random_cuts(3, total=103, count=8)
+        )
+        assert ids(events) == list(range(1, 104))
+        assert text_of(events) == whole.text
+
+
+async def test_serve_refuses_several_workers_without_redis(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamforge",
+        "serve",
+        "--workers",
+        "2",
+        env={**os.environ, "STREAMFORGE_DATA_DIR": str(tmp_path)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode != 0
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "STREAMFORGE_REDIS__URL" in lines[0]
