@@ -323,15 +323,21 @@ async def test_sigkill_leaves_an_interrupted_reply_and_a_retry_never_generates_t
 async def test_startup_pass_marks_a_crashed_single_worker_reply_interrupted(
     tmp_path: Path,
 ) -> None:
-    env = {**LONG_ANSWER, "STREAMFORGE_STREAMING__SIMULATED_DELAY": "0.05"}
+    """One worker on SQLite with the in-process log, killed outright and started again: the
+    reply is interrupted at startup and keeps the text of its last checkpoint."""
+    env = {
+        **LONG_ANSWER,
+        "STREAMFORGE_STREAMING__SIMULATED_DELAY": "0.05",
+        "STREAMFORGE_STREAMING__CHECKPOINT_INTERVAL": "0.2",
+    }
     async with server_process(tmp_path, env, name="alone") as server:
 
-        def kill_at_10(event: Event) -> None:
-            if event.id == "10":
+        def kill_at_25(event: Event) -> None:
+            if event.id == "25":
                 server.kill()
 
         cut = await read_sse(
-            f"{server.url}/chat", "POST", json={"message": "crash"}, on_event=kill_at_10
+            f"{server.url}/chat", "POST", json={"message": "crash"}, on_event=kill_at_25
         )
         session_id = str(cut.session["session_id"])
     async with (
@@ -341,6 +347,10 @@ async def test_startup_pass_marks_a_crashed_single_worker_reply_interrupted(
         messages = (await client.get(f"/sessions/{session_id}/messages")).json()["items"]
         assert [m["status"] for m in messages] == ["completed", "interrupted"]
         assert messages[1]["error"]["code"] == "worker_lost"
+        kept = messages[1]["content"]
+        # Everything up to the last checkpoint: most of what the client saw, nothing else.
+        assert cut.text.startswith(kept)
+        assert len(kept.split()) >= 10
 
 
 async def test_sigterm_gives_fifty_open_streams_a_final_event_and_stores_them(

@@ -93,6 +93,7 @@ class Components:
             worker_id=worker_id,
             heartbeat_interval=settings.server.heartbeat_interval,
             timeout=settings.server.worker_timeout,
+            checkpoint_interval=settings.streaming.checkpoint_interval,
         )
         await workers.start()
         metrics = Metrics()
@@ -102,6 +103,7 @@ class Components:
             policy=settings.streaming.disconnect_policy,
             grace=settings.streaming.disconnect_grace,
         )
+        workers.streams = streams
         loop = asyncio.get_running_loop()
         metrics.watch(
             lambda: streams.active,

@@ -50,6 +50,8 @@ class StreamingSettings(BaseModel):
     # "continue" keeps generating for disconnect_grace seconds, waiting for a resume.
     disconnect_policy: Literal["cancel", "continue"] = "cancel"
     disconnect_grace: float = Field(default=30.0, ge=0)
+    # Seconds between stores of the text so far of streaming replies (0: only at the end).
+    checkpoint_interval: float = Field(default=2.0, ge=0)
 
 
 class RedisSettings(BaseModel):

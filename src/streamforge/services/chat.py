@@ -251,6 +251,7 @@ class ChatService:
             )
 
         run = self.streams.start(stream_id, produce, owner_id)
+        run.message_id = assistant_id
         run_ref.append(run)
         # Logged before the producer task first runs, so ``session`` is always event 1.
         run.buffer.append(

@@ -89,7 +89,7 @@ async def generate(
     request = GenerationRequest(messages=[])
     started = time.perf_counter()
     first_token_at: float | None = None
-    parts: list[str] = []
+    parts = run.parts  # the run's own list, so checkpoints see the text so far
     usage: Usage | None = None
     status = MessageStatus.FAILED
     error: ProviderError | None = None

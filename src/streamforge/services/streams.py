@@ -26,7 +26,18 @@ Producer = Callable[["StreamRun"], Coroutine[Any, Any, None]]
 class StreamRun:
     """One generation: its buffer, its task and why it was stopped, if it was."""
 
-    __slots__ = ("buffer", "grace", "readers", "stop_detail", "stop_reason", "stream_id", "task")
+    __slots__ = (
+        "buffer",
+        "grace",
+        "message_id",
+        "parts",
+        "readers",
+        "saved",
+        "stop_detail",
+        "stop_reason",
+        "stream_id",
+        "task",
+    )
 
     def __init__(self, stream_id: str, buffer: StreamBuffer) -> None:
         self.stream_id = stream_id
@@ -38,6 +49,11 @@ class StreamRun:
         # Responses following the stream, on any worker; the one that started it counts.
         self.readers = 1
         self.grace: asyncio.TimerHandle | None = None
+        # The reply being generated (chat only), its text so far, and how many of the
+        # parts the last checkpoint stored.
+        self.message_id: str | None = None
+        self.parts: list[str] = []
+        self.saved = 0
 
 
 DisconnectPolicy = Literal["cancel", "continue"]
@@ -88,6 +104,14 @@ class StreamManager:
                     self.on_finish(run.buffer)
                 except Exception:
                     logger.exception("observing stream %s failed", run.stream_id)
+
+    def unsaved(self) -> list[tuple[StreamRun, int]]:
+        """Runs whose reply has text that no checkpoint stored yet, with their part count."""
+        return [
+            (run, len(run.parts))
+            for run in self._runs.values()
+            if run.message_id is not None and len(run.parts) > run.saved
+        ]
 
     def is_local(self, stream_id: str) -> bool:
         return stream_id in self._runs

@@ -1,5 +1,9 @@
 """Workers: each server process records that it is alive; replies left by a dead one end.
 
+While a reply streams, its text so far is stored every ``checkpoint_interval`` seconds (one
+transaction for all of this worker's replies), so that a worker killed outright loses at most
+that much of what its clients saw, even with the in-process event log.
+
 Every worker has a row in ``workers`` with a heartbeat it refreshes every
 ``heartbeat_interval`` seconds, and every reply it generates carries its id while it is
 ``streaming``. At startup, and at every heartbeat after that, a worker looks for replies left
@@ -18,13 +22,15 @@ import logging
 import os
 import socket
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Table, bindparam, delete, or_, select, update
 
 from streamforge.db.database import Database
 from streamforge.db.ids import new_id
 from streamforge.models import Message, MessageRole, MessageStatus, Worker
 from streamforge.models.base import utcnow
+from streamforge.services.streams import StreamManager
 from streamforge.streaming.events import EventType
 from streamforge.streaming.log import EventLog, EventLogUnavailable
 
@@ -46,25 +52,35 @@ class WorkerService:
         worker_id: str | None = None,
         heartbeat_interval: float = 5.0,
         timeout: float = 30.0,
+        checkpoint_interval: float = 2.0,
     ) -> None:
         self.database = database
         self.log = log
         self.heartbeat_interval = heartbeat_interval
         self.timeout = timeout
         self.id = worker_id or new_id()
+        self.checkpoint_interval = checkpoint_interval
         self._task: asyncio.Task[None] | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
         self.reaped = 0
+        # Set once the stream manager exists (it is built after the workers).
+        self.streams: StreamManager | None = None
 
     async def start(self) -> None:
         async with self.database.write() as db:
             db.add(Worker(id=self.id, host=socket.gethostname()[:255], pid=os.getpid()))
         await self.reap()
         self._task = asyncio.create_task(self._beat(), name="worker-heartbeat")
+        if self.checkpoint_interval > 0:
+            self._checkpoints = asyncio.create_task(
+                self._checkpoint_loop(), name="reply-checkpoints"
+            )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._checkpoints):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         with contextlib.suppress(Exception):
             async with self.database.write() as db:
                 await db.execute(delete(Worker).where(Worker.id == self.id))
@@ -80,6 +96,41 @@ class WorkerService:
                 await self.reap()
             except Exception:
                 logger.exception("worker heartbeat failed")
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.checkpoint_interval)
+            try:
+                await self.checkpoint()
+            except Exception:
+                logger.exception("storing the text of streaming replies failed")
+
+    async def checkpoint(self) -> int:
+        """Store the text so far of this worker's streaming replies; returns how many."""
+        if self.streams is None:
+            return 0
+        pending = self.streams.unsaved()
+        if not pending:
+            return 0
+        rows = [
+            {"message_id": run.message_id, "text": "".join(run.parts[:count])}
+            for run, count in pending
+        ]
+        table = cast(Table, Message.__table__)
+        async with self.database.write() as db:
+            # Only while still streaming: never over a reply that has since been finished.
+            await db.execute(
+                update(table)
+                .where(
+                    table.c.id == bindparam("message_id"),
+                    table.c.status == MessageStatus.STREAMING.value,
+                )
+                .values(content=bindparam("text")),
+                rows,
+            )
+        for run, count in pending:
+            run.saved = count
+        return len(rows)
 
     async def reap(self) -> int:
         """Mark the replies of dead workers interrupted; returns how many."""
