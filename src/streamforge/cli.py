@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import sys
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import typer
 
 from streamforge import __version__
+
+if TYPE_CHECKING:
+    import httpx
 
 app = typer.Typer(
     help="StreamForge: a self-hostable streaming chat backend.",
@@ -69,7 +81,7 @@ SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """One readable line on stderr and a non-zero exit."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {' '.join(message.splitlines())}", err=True)
     raise typer.Exit(code)
 
 
@@ -225,6 +237,559 @@ def evaluate(
             score.mode, f"{score.ndcg:.3f}", f"{score.recall:.3f}", f"{score.latency_p50_ms:.1f}"
         )
     Console().print(table)
+
+
+# --------------------------------------------------------------------------------------------
+# Talking to a running server: chat, sessions, templates
+
+CONNECT_TIMEOUT = 10.0  # seconds to open a connection to the server
+REQUEST_TIMEOUT = 30.0  # seconds a plain (not streamed) request may take
+CANCEL_TIMEOUT = 5.0
+EXIT_WORDS = {"/exit", "/quit"}
+
+
+def _note(text: str) -> None:
+    """A dim line on stderr: information that is not the answer."""
+    from rich.console import Console
+
+    Console(stderr=True).print(text, style="dim", markup=False, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _server(url: str, *, stream: bool = False) -> Iterator[httpx.Client]:
+    """An HTTP client for the server at ``url``. Failing to reach it is one line on stderr and
+    exit code 1. Streams get no read timeout: an answer may take its time."""
+    import httpx
+
+    timeout = httpx.Timeout(None if stream else REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
+    try:
+        with httpx.Client(base_url=url, timeout=timeout) as client:
+            yield client
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        fail(f"{url} is not a usable server URL ({exc})")
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        fail(f"cannot reach the StreamForge server at {url}")
+    except httpx.TimeoutException:
+        fail(f"the StreamForge server at {url} did not answer in time")
+    except httpx.HTTPError as exc:
+        fail(f"the connection to the StreamForge server at {url} failed ({type(exc).__name__})")
+
+
+def _server_error(response: httpx.Response) -> str:
+    """The server's error message (``{"error": {"code", "message"}}``), else the status."""
+    try:
+        message = str(response.json()["error"]["message"])
+    except Exception:
+        return f"the server answered HTTP {response.status_code}"
+    retry_after = response.headers.get("retry-after")
+    if response.status_code == 429 and retry_after:
+        message += f" (retry after {retry_after} s)"
+    return message
+
+
+def _call(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    *,
+    not_found: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Any:
+    """One request; its JSON answer (None for 204). An error answer ends the command."""
+    response = client.request(method, path, params=params)
+    if response.status_code == 404 and not_found is not None:
+        fail(not_found)
+    if response.is_error:
+        fail(_server_error(response))
+    if response.status_code == 204:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        fail(f"{response.url} did not answer JSON: is this a StreamForge server?")
+
+
+def _segment(value: str) -> str:
+    """``value`` as one URL path segment: an id or a name can never reach another route."""
+    return quote(value, safe="")
+
+
+def _when(value: str | None) -> str:
+    """An ISO timestamp from the server, in the local time zone."""
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+# Server-Sent Events, parsed by the WHATWG rules. Lines are split on CR, LF and CRLF only, on
+# bytes: httpx's iter_lines() splits like str.splitlines(), also on U+2028, U+0085, form feeds
+# and the like, which would break a text delta that contains one.
+
+
+@dataclass(slots=True)
+class _Event:
+    event: str
+    data: str
+
+
+def _sse_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        start = 0
+        while True:
+            lf, cr = buffer.find(b"\n", start), buffer.find(b"\r", start)
+            if cr == -1 or (lf != -1 and lf < cr):
+                if lf == -1:
+                    break
+                end, after = lf, lf + 1
+            elif cr + 1 == len(buffer):
+                break  # a CR at the end of what has arrived: it may be a CRLF's first half
+            else:
+                end = cr
+                after = cr + 2 if buffer[cr + 1 : cr + 2] == b"\n" else cr + 1
+            yield buffer[start:end].decode("utf-8", errors="replace")
+            start = after
+        buffer = buffer[start:]
+    if buffer:
+        yield buffer.rstrip(b"\r").decode("utf-8", errors="replace")
+
+
+def _sse_events(chunks: Iterable[bytes]) -> Iterator[_Event]:
+    data: list[str] = []
+    name = ""
+    for line in _sse_lines(chunks):
+        if not line:
+            if data:
+                yield _Event(name or "message", "\n".join(data))
+            data, name = [], ""
+            continue
+        if line.startswith(":"):
+            continue  # a comment: ": ping"
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+    # An event without its closing blank line is incomplete: it is not dispatched.
+
+
+class _StdoutClosed(Exception):
+    """Whoever read stdout has gone (``streamforge chat ... | head -1``)."""
+
+
+class _Output:
+    """The answer on stdout, written and flushed delta by delta as it arrives."""
+
+    def __init__(self) -> None:
+        self.at_line_start = True
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        stream = sys.stdout
+        try:
+            try:
+                stream.write(text)
+            except UnicodeEncodeError:
+                encoding = stream.encoding or "utf-8"
+                stream.write(text.encode(encoding, errors="replace").decode(encoding))
+            stream.flush()
+        except BrokenPipeError:
+            # Nothing more can be shown; point stdout at /dev/null so that the interpreter's
+            # last flush does not complain, and let the caller stop the answer.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+            raise _StdoutClosed from None
+        self.at_line_start = text.endswith("\n")
+
+    def end_line(self) -> None:
+        """End the answer's last line, so that what follows starts on a line of its own."""
+        if not self.at_line_start:
+            self.write("\n")
+
+
+@dataclass(slots=True)
+class _Turn:
+    """How one message and its streamed answer went."""
+
+    session_id: str | None = None
+    stream_id: str | None = None
+    status: str | None = None  # the ``done`` event's status
+    error: str | None = None  # why it did not complete, as one line
+    cancelled: bool = False  # stopped here: Ctrl-C, or stdout was closed
+    stdout_closed: bool = False
+
+
+ENDED = {
+    "failed": "the answer failed",
+    "cancelled": "the answer was cancelled",
+    "interrupted": "the answer was interrupted",
+}
+
+
+def _on_event(event: _Event, turn: _Turn, output: _Output) -> bool:
+    """Apply one event of the stream to ``turn``; True once the stream is done."""
+    if event.event == "message":
+        output.write(event.data)
+        return False
+    if event.event not in ("session", "error", "done"):
+        return False  # usage, sources: nothing to show
+    try:
+        payload = json.loads(event.data)
+    except ValueError:
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {}
+    if event.event == "session":
+        turn.session_id = payload.get("session_id") or turn.session_id
+        turn.stream_id = payload.get("stream_id")
+        return False
+    if event.event == "error":
+        message = payload.get("message") or "the provider failed"
+        code = payload.get("code")
+        turn.error = f"{message} ({code})" if code else str(message)
+        return False
+    turn.status = str(payload.get("status", "unknown"))
+    if turn.status != "completed" and turn.error is None:
+        turn.error = ENDED.get(turn.status, f"the answer ended {turn.status}")
+    return True
+
+
+def _chat_error(response: httpx.Response, body: dict[str, Any]) -> str:
+    message = _server_error(response)
+    session_id = body.get("session_id")
+    if response.status_code == 404 and session_id and message.startswith("session "):
+        return f"session {session_id} not found"
+    return message
+
+
+def _cancel(url: str, stream_id: str) -> bool:
+    """Ask the server to stop a generation: it stores the reply ``cancelled`` and ends the
+    stream with ``done``. False when the server could not be asked.
+
+    A client of its own: this runs in a signal handler, while the stream's client is busy."""
+    import httpx
+
+    path = f"/chat/streams/{_segment(stream_id)}/cancel"
+    try:
+        with httpx.Client(base_url=url, timeout=CANCEL_TIMEOUT) as client:
+            return client.post(path).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def _ctrl_c_cancels(url: str, turn: _Turn) -> Iterator[None]:
+    """While an answer streams, Ctrl-C asks the server to cancel it and the stream is read
+    on to its ``done``: the reply is stored ``cancelled`` with the text shown. Raising
+    KeyboardInterrupt inside the read would make httpx drop the connection first, and the
+    server would store the reply ``interrupted``. A second Ctrl-C, or one before the stream
+    has an id, stops reading at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if turn.cancelled or turn.stream_id is None:
+            raise KeyboardInterrupt
+        turn.cancelled = True
+        if not _cancel(url, turn.stream_id):
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave Ctrl-C alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _chat_turn(client: httpx.Client, url: str, body: dict[str, Any]) -> _Turn:
+    """Send one message and stream its answer to stdout. Ctrl-C cancels the answer."""
+    import httpx
+
+    turn = _Turn(session_id=body.get("session_id"))
+    output = _Output()
+    headers = {"Accept": "text/event-stream"}
+    try:
+        with (
+            _ctrl_c_cancels(url, turn),
+            client.stream("POST", "/chat", json=body, headers=headers) as response,
+        ):
+            content_type = response.headers.get("content-type", "")
+            if response.status_code != 200 or not content_type.startswith("text/event-stream"):
+                response.read()
+                turn.error = _chat_error(response, body)
+                return turn
+            # Held here, so that an exception in the loop's body does not close the stream
+            # (and the connection) before the generation is cancelled.
+            events = _sse_events(response.iter_bytes())
+            try:
+                for event in events:
+                    if _on_event(event, turn, output):
+                        break
+            except _StdoutClosed:
+                turn.cancelled = turn.stdout_closed = True
+                if turn.stream_id is not None:
+                    _cancel(url, turn.stream_id)
+    except KeyboardInterrupt:
+        turn.cancelled = True
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol):
+        raise  # no server there: _server says so
+    except httpx.TransportError:
+        turn.error = f"the connection to the server at {url} broke before the answer ended"
+    finally:
+        if not turn.stdout_closed:
+            try:
+                output.end_line()
+            except _StdoutClosed:
+                turn.stdout_closed = True
+    if turn.status is None and turn.error is None and not turn.cancelled:
+        turn.error = f"the stream from {url} ended before the answer was complete"
+    return turn
+
+
+def _variables(pairs: list[str]) -> dict[str, str]:
+    variables: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            fail(f"--var takes NAME=VALUE, not {pair!r}")
+        variables[name] = value
+    return variables
+
+
+def _converse(client: httpx.Client, url: str, first: dict[str, Any]) -> int:
+    """The interactive conversation: prompt, answer, and again, in one session."""
+    interactive = sys.stdin.isatty()
+    if interactive:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401  (line editing and history for input())
+        _note(f"chatting with {url}: /exit or Ctrl-D leaves, Ctrl-C stops an answer")
+    # A server that is not there is one line and exit 1 now, not after the first question.
+    client.get("/", timeout=REQUEST_TIMEOUT)
+    options = dict(first)
+    session_id: str | None = options.get("session_id")
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            sys.stdout.write("\n")
+            return 0
+        except KeyboardInterrupt:
+            sys.stdout.write("\n")
+            return 130
+        text = line.strip()
+        if not text:
+            continue
+        if text in EXIT_WORDS:
+            return 0
+        body = {**options, "message": text}
+        if session_id is not None:
+            body["session_id"] = session_id
+        turn = _chat_turn(client, url, body)
+        if turn.stdout_closed:
+            return 1
+        if turn.session_id is not None and turn.session_id != session_id:
+            session_id = turn.session_id
+            _note(f"session {session_id}")
+        if session_id is not None:
+            # The session keeps the template version it started with: name it only once.
+            options.pop("template", None)
+            options.pop("variables", None)
+        if turn.cancelled:
+            _note("cancelled")
+        elif turn.error is not None:
+            typer.echo(f"error: {turn.error}", err=True)
+
+
+@app.command()
+def chat(
+    message: Annotated[
+        str | None,
+        typer.Argument(help="The message. Without it: an interactive conversation."),
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", "-s", help="Continue this session (its id).")
+    ] = None,
+    provider: Annotated[
+        str | None,
+        typer.Option(help="Provider: local, simulated, openai... (default: the server's)."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="The provider's model.")] = None,
+    template: Annotated[str | None, typer.Option(help="A prompt template's name.")] = None,
+    var: Annotated[
+        list[str] | None,
+        typer.Option("--var", help="A template variable, NAME=VALUE; repeat for more."),
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Send a message and stream the answer as it is written; without a message, chat.
+
+    The session id goes to stderr (`session <id>`): pass it to --session to go on. In the
+    conversation, /exit or Ctrl-D leaves and Ctrl-C stops an answer.
+    """
+    options: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "session_id": session,
+            "provider": provider,
+            "model": model,
+            "template": template,
+        }.items()
+        if value is not None
+    }
+    if var:
+        options["variables"] = _variables(var)
+    with _server(url, stream=True) as client:
+        if message is None:
+            code = _converse(client, url, options)
+            raise typer.Exit(code)
+        turn = _chat_turn(client, url, {**options, "message": message})
+    if turn.stdout_closed:
+        raise typer.Exit(1)
+    if turn.cancelled:
+        _note("cancelled")
+        raise typer.Exit(130)
+    if turn.error is not None:
+        fail(turn.error)
+    if turn.session_id is not None:
+        _note(f"session {turn.session_id}")
+
+
+sessions_app = typer.Typer(help="List, show and delete chat sessions.", no_args_is_help=True)
+app.add_typer(sessions_app, name="sessions")
+
+
+@sessions_app.command("list")
+def sessions_list(
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many, newest first.")] = 20,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """List sessions, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with _server(url) as client:
+        page = _call(client, "GET", "/sessions", params={"limit": limit})
+    items = page["items"]
+    if not items:
+        typer.echo("no sessions")
+        return
+    table = Table(caption=f"{len(items)} of {page['total']} sessions")
+    table.add_column("id", no_wrap=True)
+    table.add_column("title")
+    table.add_column("updated", no_wrap=True)
+    for item in items:
+        table.add_row(item["id"], item.get("title") or "", _when(item.get("updated_at")))
+    Console().print(table, markup=False, highlight=False)
+
+
+@sessions_app.command("show")
+def sessions_show(
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="The session's id.")],
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Show a session's messages, oldest first: role, status and content."""
+    from rich.console import Console
+
+    not_found = f"session {session_id} not found"
+    path = f"/sessions/{_segment(session_id)}"
+    messages: list[dict[str, Any]] = []
+    with _server(url) as client:
+        found = _call(client, "GET", path, not_found=not_found)
+        while True:
+            params = {"limit": 100, "offset": len(messages)}
+            page = _call(client, "GET", f"{path}/messages", not_found=not_found, params=params)
+            messages.extend(page["items"])
+            if not page["items"] or len(messages) >= page["total"]:
+                break
+    console = Console()
+    title = found.get("title") or "(untitled)"
+    console.print(f"session {found['id']}: {title}", style="bold", markup=False, soft_wrap=True)
+    console.print(f"updated {_when(found.get('updated_at'))}", style="dim", soft_wrap=True)
+    for item in messages:
+        console.print()
+        console.print(
+            f"{item['role']} ({item['status']})", style="bold", markup=False, soft_wrap=True
+        )
+        console.print(item["content"], markup=False, highlight=False, soft_wrap=True)
+
+
+@sessions_app.command("delete")
+def sessions_delete(
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="The session's id.")],
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Delete a session with its messages."""
+    with _server(url) as client:
+        path = f"/sessions/{_segment(session_id)}"
+        _call(client, "DELETE", path, not_found=f"session {session_id} not found")
+    typer.echo(f"deleted session {session_id}")
+
+
+templates_app = typer.Typer(help="List and show prompt templates.", no_args_is_help=True)
+app.add_typer(templates_app, name="templates")
+
+
+@templates_app.command("list")
+def templates_list(
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many.")] = 20,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """List templates: the built-in default, then the latest version of each."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with _server(url) as client:
+        page = _call(client, "GET", "/templates", params={"limit": limit})
+    table = Table(caption=f"{len(page['items'])} of {page['total']} templates")
+    table.add_column("name", no_wrap=True)
+    table.add_column("version", justify="right")
+    table.add_column("variables")
+    table.add_column("description")
+    for item in page["items"]:
+        variables = ", ".join(item.get("variables") or [])
+        table.add_row(item["name"], str(item["version"]), variables, item.get("description") or "")
+    Console().print(table, markup=False, highlight=False)
+
+
+@templates_app.command("show")
+def templates_show(
+    name: Annotated[str, typer.Argument(help="The template's name.")],
+    version: Annotated[
+        int | None, typer.Option(min=1, help="A version number (default: the latest).")
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Show a template's system prompt, its latest version or --version N."""
+    from rich.console import Console
+
+    not_found = (
+        f"template {name} not found"
+        if version is None
+        else f"template {name} has no version {version} (or does not exist)"
+    )
+    params = None if version is None else {"version": version}
+    with _server(url) as client:
+        found = _call(
+            client, "GET", f"/templates/{_segment(name)}", not_found=not_found, params=params
+        )
+    console = Console()
+    console.print(f"{found['name']} v{found['version']}", style="bold", markup=False)
+    if found.get("description"):
+        console.print(found["description"], markup=False, highlight=False, soft_wrap=True)
+    variables = ", ".join(found.get("variables") or []) or "none"
+    console.print(f"variables: {variables}", style="dim", markup=False, soft_wrap=True)
+    console.print()
+    console.print(found["system_prompt"], markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
