@@ -85,7 +85,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.limits.max_message_chars == 10
     assert settings.cors.origins == ["*"]
     assert settings.database_url == "sqlite:////srv/streamforge/streamforge.db"
-    assert settings.server.port == 8000 and settings.server.host == "0.0.0.0"
+    assert settings.server.port == 8000 and settings.server.host == "127.0.0.1"
 
 
 @pytest.mark.postgres

@@ -10,14 +10,23 @@ from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from streamforge import SERVICE_NAME, __version__, http_errors
 from streamforge.components import Components
 from streamforge.config.settings import Settings
+from streamforge.deps import authenticate
 from streamforge.middleware import BodyLimitMiddleware
-from streamforge.routers import chat, documents, openai_api, root, sessions, templates
+from streamforge.routers import (
+    admin,
+    chat,
+    documents,
+    openai_api,
+    root,
+    sessions,
+    templates,
+)
 
 _DRAIN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -84,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="A self-hostable streaming chat backend.",
         lifespan=lifespan,
+        # Who is calling, from the API key, before anything else about the request.
+        dependencies=[Depends(authenticate)],
     )
     app.state.settings = settings
     http_errors.install(app)
@@ -93,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(templates.router)
     app.include_router(documents.router)
     app.include_router(openai_api.router)
+    app.include_router(admin.router)
 
     # Middleware wraps in reverse order of addition: the body limit sits inside CORS so that
     # even a 413 carries the CORS headers a browser needs to read it.
@@ -102,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.limits.max_body_bytes,
+        max_header_bytes=settings.limits.max_header_bytes,
         overrides={("POST", "/documents"): upload_limit},
     )
     if settings.cors.origins:

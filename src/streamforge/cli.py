@@ -29,8 +29,28 @@ app = typer.Typer(
 )
 
 
+# The API key the commands that talk to a server send (--key or STREAMFORGE_API_KEY).
+_api_key: str | None = None
+
+
+def _auth_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {_api_key}"} if _api_key else {}
+
+
 @app.callback(invoke_without_command=True)
-def _root(ctx: typer.Context) -> None:
+def _root(
+    ctx: typer.Context,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            envvar="STREAMFORGE_API_KEY",
+            help="API key sent to the server (when it has authentication on).",
+        ),
+    ] = None,
+) -> None:
+    global _api_key
+    _api_key = key
     # `python -m streamforge` with no command starts the server, as `python main.py` did.
     if ctx.invoked_subcommand is None:
         serve()
@@ -38,7 +58,10 @@ def _root(ctx: typer.Context) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 0.0.0.0).")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to bind (default 127.0.0.1; others need authentication)."),
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     workers: Annotated[
         int | None,
@@ -52,6 +75,17 @@ def serve(
     from streamforge.config.settings import Settings
 
     settings = Settings()
+    bind = host or settings.server.host
+    if (
+        not settings.auth.enabled
+        and not settings.auth.allow_unauthenticated_remote
+        and not _loopback(bind)
+    ):
+        fail(
+            f"refusing to listen on {bind} with authentication off: set "
+            "STREAMFORGE_AUTH__ENABLED=true (and create a key: streamforge keys create), or "
+            "STREAMFORGE_AUTH__ALLOW_UNAUTHENTICATED_REMOTE=true if this network is trusted"
+        )
     count = workers or settings.server.workers
     if count > 1 and settings.redis.url is None:
         # Each worker would keep its streams to itself: a resume or a cancel that reaches
@@ -62,13 +96,24 @@ def serve(
         )
     uvicorn.run(
         "streamforge.main:app",
-        host=host or settings.server.host,
+        host=bind,
         port=port if port is not None else settings.server.port,
         workers=count,
         reload=reload,
         log_level=settings.server.log_level,
         timeout_graceful_shutdown=10,
     )
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -122,7 +167,7 @@ def ingest(
         fail("no supported files (txt, md, html, pdf, docx) among the paths given")
     failed: list[tuple[str, str]] = []
     try:
-        with httpx.Client(base_url=url, timeout=120) as client:
+        with httpx.Client(base_url=url, timeout=120, headers=_auth_headers()) as client:
             created = client.post("/collections", json={"name": collection})
             if created.status_code not in (201, 409):
                 fail(f"cannot create collection {collection!r}: {_error_text(created)}")
@@ -263,7 +308,7 @@ def _server(url: str, *, stream: bool = False) -> Iterator[httpx.Client]:
 
     timeout = httpx.Timeout(None if stream else REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
     try:
-        with httpx.Client(base_url=url, timeout=timeout) as client:
+        with httpx.Client(base_url=url, timeout=timeout, headers=_auth_headers()) as client:
             yield client
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         fail(f"{url} is not a usable server URL ({exc})")
@@ -479,7 +524,7 @@ def _cancel(url: str, stream_id: str) -> bool:
 
     path = f"/chat/streams/{_segment(stream_id)}/cancel"
     try:
-        with httpx.Client(base_url=url, timeout=CANCEL_TIMEOUT) as client:
+        with httpx.Client(base_url=url, timeout=CANCEL_TIMEOUT, headers=_auth_headers()) as client:
             return client.post(path).status_code == 200
     except httpx.HTTPError:
         return False
@@ -790,6 +835,103 @@ def templates_show(
     console.print(f"variables: {variables}", style="dim", markup=False, soft_wrap=True)
     console.print()
     console.print(found["system_prompt"], markup=False, highlight=False, soft_wrap=True)
+
+
+keys_app = typer.Typer(
+    help="Create, list and revoke API keys (on this machine's configured database).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+def _on_database(work: Any) -> Any:
+    """Run ``work(auth_service)`` against the configured database, migrated to head."""
+    import asyncio
+
+    from streamforge.config.settings import Settings
+    from streamforge.db.database import Database
+    from streamforge.db.engine import create_engine
+    from streamforge.db.migrate import upgrade_to_head
+    from streamforge.errors import AppError
+    from streamforge.services.auth import AuthService
+
+    async def run() -> Any:
+        settings = Settings()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade_to_head(engine)
+            return await work(AuthService(Database(engine)))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except AppError as exc:
+        fail(exc.message)
+    except OSError as exc:
+        fail(f"cannot open the database: {exc}")
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option(help="The user the key acts as; created if new.")],
+    admin: Annotated[bool, typer.Option(help="Make a new user an administrator.")] = False,
+    name: Annotated[str | None, typer.Option(help="What the key is for.")] = None,
+) -> None:
+    """Create an API key and print it once (it cannot be shown again)."""
+    from streamforge.errors import NotFound
+    from streamforge.models import Role
+    from streamforge.services.auth import AuthService
+
+    async def work(auth: AuthService) -> tuple[str, str]:
+        try:
+            await auth.user(user)
+        except NotFound:
+            await auth.create_user(user, Role.ADMIN if admin else Role.USER)
+        key, info = await auth.create_key(user, name)
+        return key, info.id
+
+    key, key_id = _on_database(work)
+    typer.echo(key)
+    _note(f"key id {key_id}; store the key now: it is not shown again")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys: id, user, name, prefix, created, last used, revoked."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from streamforge.services.auth import AuthService
+
+    async def work(auth: AuthService) -> Any:
+        return await auth.keys()
+
+    table = Table("id", "user", "name", "key", "created", "last used", "revoked")
+    for info in _on_database(work):
+        table.add_row(
+            info.id,
+            info.user,
+            info.name or "",
+            info.prefix + "…",
+            _when(info.created_at.isoformat()),
+            _when(info.last_used_at.isoformat() if info.last_used_at else None),
+            _when(info.revoked_at.isoformat() if info.revoked_at else None),
+        )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (keys list).")]) -> None:
+    """Revoke an API key: servers refuse it within seconds (their key cache)."""
+    from streamforge.services.auth import AuthService
+
+    async def work(auth: AuthService) -> Any:
+        return await auth.revoke(key_id)
+
+    info = _on_database(work)
+    typer.echo(f"revoked {info.id} ({info.prefix}…, user {info.user})")
 
 
 @app.command()

@@ -15,10 +15,12 @@ from streamforge.db.engine import create_engine
 from streamforge.db.ids import new_id
 from streamforge.db.migrate import upgrade_to_head
 from streamforge.metrics import Metrics
+from streamforge.services.auth import AuthService
 from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
 from streamforge.services.documents import DocumentService
 from streamforge.services.embeddings import EmbeddingService
+from streamforge.services.limits import InProcessLimiter, Limiter, RedisLimiter
 from streamforge.services.memory import MemoryService
 from streamforge.services.retrieval import RetrievalService
 from streamforge.services.sessions import SessionService
@@ -48,6 +50,8 @@ class Components:
     retrieval: RetrievalService
     documents: DocumentService
     metrics: Metrics
+    auth: AuthService
+    limiter: Limiter
 
     @classmethod
     async def start(cls, settings: Settings) -> Components:
@@ -135,6 +139,14 @@ class Components:
             retrieval=retrieval,
             documents=documents,
             metrics=metrics,
+            auth=AuthService(database, cache_seconds=settings.auth.key_cache_seconds),
+            limiter=(
+                RedisLimiter(
+                    settings.redis.url, prefix=settings.redis.prefix, timeout=settings.redis.timeout
+                )
+                if settings.redis.url
+                else InProcessLimiter()
+            ),
         )
 
     async def drain(self) -> None:
@@ -151,6 +163,7 @@ class Components:
         await self.providers.aclose()
         await self.workers.stop()
         await self.event_log.aclose()
+        await self.limiter.aclose()
         await self.engine.dispose()
         if self.database.engine is not self.engine:
             await self.database.engine.dispose()

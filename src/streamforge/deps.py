@@ -6,13 +6,17 @@ thread hop per dependency on every request for what is an attribute lookup.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from streamforge.components import Components
 from streamforge.config.settings import Settings
+from streamforge.errors import Forbidden, TooManyRequests, Unauthorized
+from streamforge.models import Role
 from streamforge.models.base import LOCAL_OWNER
+from streamforge.services.auth import Caller
 from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
 from streamforge.services.documents import DocumentService
@@ -31,9 +35,69 @@ async def get_settings(request: Request) -> Settings:
     return (await get_components(request)).settings
 
 
-async def get_owner() -> str:
-    # The single local owner until API keys arrive; repositories already filter by it.
-    return LOCAL_OWNER
+# With authentication off, everything belongs to the one local user, who administers it.
+LOCAL_CALLER = Caller(user_id=LOCAL_OWNER, role=Role.ADMIN)
+# Reachable without a key: the index, health, the documentation and the page's own files
+# (the page sends the key with every API call it makes).
+PUBLIC_PATHS = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+
+
+async def authenticate(request: Request) -> None:
+    """Run for every route (an app-wide dependency): who is calling, from the API key."""
+    components = await get_components(request)
+    path = request.url.path
+    public = path in PUBLIC_PATHS or path == "/ui" or path.startswith("/ui/")
+    if not components.settings.auth.enabled:
+        request.state.caller = LOCAL_CALLER
+        if not public:
+            await _limit(components, LOCAL_CALLER)
+        return
+    if public:
+        return
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = key.strip()
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if scheme.lower() != "bearer" or not key:
+        raise Unauthorized("send an API key: Authorization: Bearer <key>", headers=challenge)
+    caller = await components.auth.authenticate(key) if len(key) <= 200 else None
+    if caller is None:
+        raise Unauthorized("the API key is unknown or revoked", headers=challenge)
+    request.state.caller = caller
+    await _limit(components, caller)
+
+
+async def _limit(components: Components, caller: Caller) -> None:
+    per_minute = components.settings.limits.requests_per_minute
+    if not per_minute:
+        return
+    wait = await components.limiter.hit(f"rpm:{caller.key_id or caller.user_id}", per_minute, 60)
+    if wait is not None:
+        raise TooManyRequests(
+            f"more than {per_minute} requests a minute with this key",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
+
+async def get_caller(request: Request) -> Caller:
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is None:
+        raise Unauthorized(
+            "send an API key: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return caller
+
+
+async def get_owner(request: Request) -> str:
+    # Owners come from the key only, never from a request body.
+    return (await get_caller(request)).user_id
+
+
+async def get_admin(request: Request) -> Caller:
+    caller = await get_caller(request)
+    if caller.role is not Role.ADMIN:
+        raise Forbidden("this needs an administrator's key")
+    return caller
 
 
 async def get_chat_service(request: Request) -> ChatService:
@@ -67,6 +131,7 @@ async def get_embedding_service(request: Request) -> EmbeddingService:
 ComponentsDep = Annotated[Components, Depends(get_components)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 OwnerDep = Annotated[str, Depends(get_owner)]
+AdminDep = Annotated[Caller, Depends(get_admin)]
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 CompletionServiceDep = Annotated[CompletionService, Depends(get_completion_service)]
 SessionServiceDep = Annotated[SessionService, Depends(get_session_service)]

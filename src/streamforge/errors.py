@@ -3,6 +3,8 @@
     AppError (500, "internal_error")
     ├── BadRequest (400, "bad_request")
     │   └── MalformedJSON (400, "malformed_json")
+    ├── Unauthorized (401, "unauthorized")
+    ├── Forbidden (403, "forbidden")
     ├── NotFound (404, "not_found")
     ├── Conflict (409, "conflict")
     ├── PayloadTooLarge (413, "payload_too_large")
@@ -44,6 +46,16 @@ class BadRequest(AppError):
 
 class MalformedJSON(BadRequest):
     code = "malformed_json"
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(AppError):

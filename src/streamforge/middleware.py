@@ -12,7 +12,8 @@ from streamforge.http_errors import error_response
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over ``max_bytes`` with 413 before the app reads them.
+    """Refuses request bodies over ``max_bytes`` with 413 before the app reads them, headers
+    over ``max_header_bytes`` with 431, and URLs with NUL characters with 400.
 
     A declared Content-Length over the limit is refused at once. A chunked body is read up to
     the limit here and replayed to the app, so it can never be read whole when it is larger.
@@ -29,15 +30,34 @@ class BodyLimitMiddleware:
         app: ASGIApp,
         max_bytes: int,
         overrides: dict[tuple[str, str], int] | None = None,
+        max_header_bytes: int = 32 * 1024,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # All header names and values together; more is refused with 431.
+        self.max_header_bytes = max_header_bytes
         # (method, path) → a limit of its own, e.g. for uploads.
         self.overrides = overrides or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"").lower():
+            # No text with NUL can be stored (PostgreSQL refuses it) or name anything.
+            await self._drain(receive, 0)
+            await self._refuse(scope, receive, send, 400, "NUL characters are not allowed in a URL")
+            return
+        headers_size = sum(len(name) + len(value) for name, value in scope["headers"])
+        if headers_size > self.max_header_bytes:
+            await self._drain(receive, 0)
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                431,
+                f"request headers are larger than {self.max_header_bytes} bytes",
+            )
             return
         limit = self.overrides.get((scope["method"], scope["path"].rstrip("/") or "/"))
         length: int | None = None
@@ -111,7 +131,7 @@ class BodyLimitMiddleware:
     async def _refuse(
         scope: Scope, receive: Receive, send: Send, status: int, message: str
     ) -> None:
-        code = "payload_too_large" if status == 413 else "bad_request"
+        code = {413: "payload_too_large", 431: "headers_too_large"}.get(status, "bad_request")
         response = error_response(status, code, message, headers={"Connection": "close"})
         await response(scope, receive, send)
 

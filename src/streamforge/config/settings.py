@@ -15,7 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServerSettings(BaseModel):
-    host: str = "0.0.0.0"
+    # Loopback by default; listening on other addresses needs authentication (or
+    # auth.allow_unauthenticated_remote).
+    host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
@@ -23,6 +25,17 @@ class ServerSettings(BaseModel):
     # is dead, and the replies it left streaming are marked interrupted by the others.
     heartbeat_interval: float = Field(default=5.0, gt=0)
     worker_timeout: float = Field(default=30.0, gt=0)
+
+
+class AuthSettings(BaseModel):
+    # Off: one local user, no keys (the laptop default). On: every route but /, /health,
+    # /docs and the /ui page's files needs "Authorization: Bearer <key>".
+    enabled: bool = False
+    # `streamforge serve` refuses to listen on a non-loopback address with authentication
+    # off, unless this says it is meant (a trusted network, a proxy that authenticates).
+    allow_unauthenticated_remote: bool = False
+    # Seconds a worker remembers a key lookup; a revoked key stops working within this.
+    key_cache_seconds: float = Field(default=5.0, ge=0)
 
 
 class CorsSettings(BaseModel):
@@ -67,6 +80,11 @@ class RedisSettings(BaseModel):
 class LimitsSettings(BaseModel):
     max_message_chars: int = Field(default=32_000, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # All request headers together (names and values); more is refused with 431.
+    max_header_bytes: int = Field(default=32_768, ge=1024)
+    # Requests per minute per API key (per the local user with authentication off), over a
+    # sliding minute; in Redis when redis.url is set, so it holds across workers. 0: none.
+    requests_per_minute: int = Field(default=0, ge=0)
 
 
 class SimulatedSettings(BaseModel):
@@ -206,6 +224,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./data")
     server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     streaming: StreamingSettings = Field(default_factory=StreamingSettings)

@@ -147,7 +147,7 @@ async def cancel(
 def _event_id(raw: str | None) -> int:
     if raw is None or raw == "":
         return 0
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest("Last-Event-ID must be an event id received from this stream")
     return int(raw)
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from streamforge.deps import DocumentServiceDep, OwnerDep, RetrievalServiceDep
 from streamforge.errors import PayloadTooLarge
 from streamforge.models import Collection, Document, DocumentStatus
-from streamforge.schemas.common import ErrorResponse, LimitQuery, OffsetQuery, Page
+from streamforge.schemas.common import ErrorResponse, LimitQuery, OffsetQuery, Page, StorableText
 from streamforge.schemas.documents import (
     ChunkPublic,
     CollectionCreate,
@@ -102,7 +102,7 @@ async def upload_document(
     service: DocumentServiceDep,
     response: Response,
     file: Annotated[UploadFile, File(description="The file.")],
-    collection: Annotated[str, Form(min_length=1, max_length=100)],
+    collection: Annotated[StorableText, Form(min_length=1, max_length=100)],
 ) -> DocumentPublic:
     limit = service.settings.max_upload_bytes
     parts: list[bytes] = []
