@@ -502,3 +502,44 @@ async def test_bodies_cannot_set_owner_role_or_ids(app_factory: AppFactory) -> N
         assert (await client.get("/sessions", headers=bob)).json()["items"] == []
         assert (await client.get(f"/sessions/{MISSING_ID}", headers=ada)).status_code == 404
         assert (await client.get("/admin/users", headers=ada)).status_code == 403
+
+
+async def test_streams_at_once_and_tokens_per_day_per_key(app_factory: AppFactory) -> None:
+    app = app_factory(
+        auth=AUTH,
+        limits={"concurrent_streams": 2, "tokens_per_day": 120},
+        streaming={"simulated_delay": 0.05},
+    )
+    async with live_server(app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        keys = await keys_for(server.components, "ada", "bob")
+        ada = bearer(keys["ada"])
+        url = f"{server.url}/chat"
+        # Two streams run; a third at the same time is refused, another key is not.
+        running = [
+            asyncio.create_task(read_sse(url, "POST", json={"message": "one"}, headers=ada)),
+            asyncio.create_task(read_sse(url, "POST", json={"message": "two"}, headers=ada)),
+        ]
+        await asyncio.sleep(0.3)
+        third = await client.post("/chat", json={"message": "three"}, headers=ada)
+        assert third.status_code == 429 and third.headers["retry-after"] == "1"
+        assert "streams running" in third.json()["error"]["message"]
+        other = await read_sse(url, "POST", json={"message": "mine"}, headers=bearer(keys["bob"]))
+        assert other.done["status"] == "completed"
+        finished = await asyncio.gather(*running)
+        # Slots come back when generation ends: ada may stream again.
+        used = sum(r.done["usage"]["total_tokens"] for r in finished)
+        assert used < 120
+        again = await read_sse(url, "POST", json={"message": "four"}, headers=ada)
+        assert again.done["status"] == "completed"
+        used += again.done["usage"]["total_tokens"]
+        assert used >= 120  # the day's tokens are spent now
+        spent = await client.post("/chat", json={"message": "five"}, headers=ada)
+        assert spent.status_code == 429
+        assert "tokens for today" in spent.json()["error"]["message"]
+        assert 0 < int(spent.headers["retry-after"]) <= 86_400
+        spent_v1 = await client.post(
+            "/v1/chat/completions",
+            json={"model": "simulated", "messages": [{"role": "user", "content": "hi"}]},
+            headers=ada,
+        )
+        assert spent_v1.status_code == 429

@@ -20,7 +20,7 @@ from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
 from streamforge.services.documents import DocumentService
 from streamforge.services.embeddings import EmbeddingService
-from streamforge.services.limits import InProcessLimiter, Limiter, RedisLimiter
+from streamforge.services.limits import InProcessLimiter, Limiter, Quotas, RedisLimiter
 from streamforge.services.memory import MemoryService
 from streamforge.services.retrieval import RetrievalService
 from streamforge.services.sessions import SessionService
@@ -52,6 +52,7 @@ class Components:
     metrics: Metrics
     auth: AuthService
     limiter: Limiter
+    quotas: Quotas
 
     @classmethod
     async def start(cls, settings: Settings) -> Components:
@@ -119,6 +120,13 @@ class Components:
         ).observe(seconds)
         templates = TemplateService(database)
         memory = MemoryService(settings.memory, database)
+        limiter: Limiter = (
+            RedisLimiter(
+                settings.redis.url, prefix=settings.redis.prefix, timeout=settings.redis.timeout
+            )
+            if settings.redis.url
+            else InProcessLimiter()
+        )
         chat = ChatService(
             settings, database, providers, streams, templates, memory, retrieval, worker_id
         )
@@ -140,12 +148,11 @@ class Components:
             documents=documents,
             metrics=metrics,
             auth=AuthService(database, cache_seconds=settings.auth.key_cache_seconds),
-            limiter=(
-                RedisLimiter(
-                    settings.redis.url, prefix=settings.redis.prefix, timeout=settings.redis.timeout
-                )
-                if settings.redis.url
-                else InProcessLimiter()
+            limiter=limiter,
+            quotas=Quotas(
+                limiter,
+                concurrent_streams=settings.limits.concurrent_streams,
+                tokens_per_day=settings.limits.tokens_per_day,
             ),
         )
 

@@ -21,9 +21,12 @@ from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
 from streamforge.services.documents import DocumentService
 from streamforge.services.embeddings import EmbeddingService
+from streamforge.services.limits import Slot
 from streamforge.services.retrieval import RetrievalService
 from streamforge.services.sessions import SessionService
 from streamforge.services.templates import TemplateService
+from streamforge.streaming.events import EventType
+from streamforge.streaming.log import StreamBuffer
 
 
 async def get_components(request: Request) -> Components:
@@ -93,6 +96,24 @@ async def get_owner(request: Request) -> str:
     return (await get_caller(request)).user_id
 
 
+async def admit_stream(components: Components, caller: Caller) -> Slot:
+    """A slot under the caller's stream and token limits (429 when there is none)."""
+    return await components.quotas.admit(caller.key_id or caller.user_id)
+
+
+async def finish_when_done(components: Components, stream_id: str, slot: Slot) -> None:
+    """Give the slot back, counting the stream's tokens, when its generation ends."""
+
+    async def done(buffer: StreamBuffer) -> None:
+        usage: dict[str, int] = {}
+        for event in reversed(buffer.events[-3:]):
+            if event.type is EventType.DONE and isinstance(event.data, dict):
+                usage = event.data.get("usage") or {}
+        await slot.finish(int(usage.get("total_tokens") or 0))
+
+    await components.streams.on_done(stream_id, done)
+
+
 async def get_admin(request: Request) -> Caller:
     caller = await get_caller(request)
     if caller.role is not Role.ADMIN:
@@ -132,6 +153,7 @@ ComponentsDep = Annotated[Components, Depends(get_components)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 AdminDep = Annotated[Caller, Depends(get_admin)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 CompletionServiceDep = Annotated[CompletionService, Depends(get_completion_service)]
 SessionServiceDep = Annotated[SessionService, Depends(get_session_service)]

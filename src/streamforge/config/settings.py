@@ -85,6 +85,10 @@ class LimitsSettings(BaseModel):
     # Requests per minute per API key (per the local user with authentication off), over a
     # sliding minute; in Redis when redis.url is set, so it holds across workers. 0: none.
     requests_per_minute: int = Field(default=0, ge=0)
+    # Streams generating at once per key, and tokens (prompt and completion) per key per UTC
+    # day; over either, a new chat is refused with 429 and Retry-After. 0: none.
+    concurrent_streams: int = Field(default=0, ge=0)
+    tokens_per_day: int = Field(default=0, ge=0)
 
 
 class SimulatedSettings(BaseModel):

@@ -5,7 +5,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from starlette.responses import JSONResponse, Response
 
-from streamforge.deps import ChatServiceDep, ComponentsDep, OwnerDep, SettingsDep
+from streamforge.deps import (
+    CallerDep,
+    ChatServiceDep,
+    ComponentsDep,
+    OwnerDep,
+    SettingsDep,
+    admit_stream,
+    finish_when_done,
+)
 from streamforge.errors import BadRequest
 from streamforge.schemas.chat import ChatRequest
 from streamforge.schemas.common import ErrorResponse
@@ -37,11 +45,21 @@ _STREAM_DOC = (
 async def chat(
     body: ChatRequest,
     owner: OwnerDep,
+    caller: CallerDep,
     service: ChatServiceDep,
     settings: SettingsDep,
     components: ComponentsDep,
 ) -> EventStreamResponse:
-    turn = await service.start(owner, body)
+    slot = await admit_stream(components, caller)
+    try:
+        turn = await service.start(owner, body)
+    except BaseException:
+        await slot.finish()
+        raise
+    if turn.attached:
+        await slot.finish()  # a retry: no new generation
+    else:
+        await finish_when_done(components, turn.stream_id, slot)
     streams = components.streams
     follows = turn.attached and not turn.reader.closed
     if follows:

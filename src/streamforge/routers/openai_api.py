@@ -17,7 +17,15 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from streamforge.deps import CompletionServiceDep, ComponentsDep, EmbeddingServiceDep
+from streamforge.deps import (
+    CallerDep,
+    CompletionServiceDep,
+    ComponentsDep,
+    EmbeddingServiceDep,
+    OwnerDep,
+    admit_stream,
+    finish_when_done,
+)
 from streamforge.errors import BadRequest, NotFound, ValidationFailed
 from streamforge.http_errors import error_response
 from streamforge.models import MessageStatus
@@ -83,6 +91,8 @@ _CLIENT_CLOSED = 499
 )
 async def chat_completions(
     body: ChatCompletionRequest,
+    owner: OwnerDep,
+    caller: CallerDep,
     request: Request,
     service: CompletionServiceDep,
     components: ComponentsDep,
@@ -97,16 +107,23 @@ async def chat_completions(
     provider, _ = service.resolve_model(body.model)
     # The answer limit the generation runs with, to tell "length" from "stop".
     limit = body.answer_limit or provider.default_max_tokens
-    completion = await service.start(
-        CompletionRequest(
-            model=body.model,
-            messages=turns,
-            temperature=body.temperature,
-            max_tokens=body.answer_limit,
-            stop=body.stop_sequences,
-            rag=rag_options(body.rag),
+    slot = await admit_stream(components, caller)
+    try:
+        completion = await service.start(
+            CompletionRequest(
+                model=body.model,
+                messages=turns,
+                temperature=body.temperature,
+                max_tokens=body.answer_limit,
+                stop=body.stop_sequences,
+                rag=rag_options(body.rag),
+            ),
+            owner,
         )
-    )
+    except BaseException:
+        await slot.finish()
+        raise
+    await finish_when_done(components, completion.stream_id, slot)
     created = int(time.time())
     completion_id = f"chatcmpl-{completion.stream_id}"
     streams = components.streams

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal
 
 from streamforge.models import MessageStatus
@@ -21,6 +21,7 @@ from streamforge.streaming.log import EventLog, EventLogUnavailable, Signal, Str
 logger = logging.getLogger(__name__)
 
 Producer = Callable[["StreamRun"], Coroutine[Any, Any, None]]
+DoneCallback = Callable[[StreamBuffer], Awaitable[None]]
 
 
 class StreamRun:
@@ -28,6 +29,7 @@ class StreamRun:
 
     __slots__ = (
         "buffer",
+        "done_callbacks",
         "grace",
         "message_id",
         "parts",
@@ -54,6 +56,7 @@ class StreamRun:
         self.message_id: str | None = None
         self.parts: list[str] = []
         self.saved = 0
+        self.done_callbacks: list[DoneCallback] = []
 
 
 DisconnectPolicy = Literal["cancel", "continue"]
@@ -99,6 +102,11 @@ class StreamManager:
             self._runs.pop(run.stream_id, None)
             if run.grace is not None:
                 run.grace.cancel()
+            for callback in run.done_callbacks:
+                try:
+                    await asyncio.shield(callback(run.buffer))
+                except Exception:
+                    logger.exception("a callback of stream %s failed", run.stream_id)
             if self.on_finish is not None:
                 try:
                     self.on_finish(run.buffer)
@@ -112,6 +120,17 @@ class StreamManager:
             for run in self._runs.values()
             if run.message_id is not None and len(run.parts) > run.saved
         ]
+
+    async def on_done(self, stream_id: str, callback: DoneCallback) -> None:
+        """Call ``callback`` with the stream's buffer once its producer has ended (now, if it
+        already has)."""
+        run = self._runs.get(stream_id)
+        if run is not None:
+            run.done_callbacks.append(callback)
+            return
+        buffer = self.log.get(stream_id)
+        if buffer is not None:
+            await callback(buffer)
 
     def is_local(self, stream_id: str) -> bool:
         return stream_id in self._runs
