@@ -13,7 +13,6 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +22,7 @@ from streamforge.db.ids import is_valid_id
 from streamforge.errors import Conflict, NotFound
 from streamforge.models import ApiKey, Role, User
 from streamforge.models.base import utcnow
+from streamforge.schemas.auth import KeyPublic
 
 KEY_PREFIX = "sf_"
 _SHOWN = 11  # characters of a key kept for listings: "sf_" and 8 more
@@ -35,18 +35,6 @@ class Caller:
     user_id: str
     role: Role
     key_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
-    id: str
-    user_id: str
-    user: str
-    name: str | None
-    prefix: str
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
 
 
 def new_key() -> str:
@@ -92,7 +80,7 @@ class AuthService:
 
     async def create_key(
         self, user_name_or_id: str, name: str | None = None
-    ) -> tuple[str, KeyInfo]:
+    ) -> tuple[str, KeyPublic]:
         """A new key for the user: the key itself (shown once) and what is stored of it."""
         user = await self.user(user_name_or_id)
         key = new_key()
@@ -103,7 +91,7 @@ class AuthService:
             info = _info(row, user.name)
         return key, info
 
-    async def keys(self, user_id: str | None = None) -> list[KeyInfo]:
+    async def keys(self, user_id: str | None = None) -> list[KeyPublic]:
         async with self.database.read() as db:
             query = select(ApiKey, User.name).join(User, User.id == ApiKey.user_id)
             if user_id is not None:
@@ -111,7 +99,7 @@ class AuthService:
             rows = (await db.execute(query.order_by(ApiKey.created_at))).all()
         return [_info(key, user) for key, user in rows]
 
-    async def revoke(self, key_id: str) -> KeyInfo:
+    async def revoke(self, key_id: str) -> KeyPublic:
         if not is_valid_id(key_id):
             raise NotFound(f"key {key_id[:100]!r} not found")
         async with self.database.write() as db:
@@ -155,8 +143,8 @@ class AuthService:
         return caller
 
 
-def _info(row: ApiKey, user: str) -> KeyInfo:
-    return KeyInfo(
+def _info(row: ApiKey, user: str) -> KeyPublic:
+    return KeyPublic(
         id=row.id,
         user_id=row.user_id,
         user=user,
