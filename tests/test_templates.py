@@ -189,7 +189,6 @@ async def test_unknown_names_and_versions_are_404(app_factory: AppFactory) -> No
             ("GET", "/templates/known?version=2"),
             ("GET", "/templates/default?version=2"),
             # Names that could never be stored are simply missing.
-            ("GET", "/templates/%00"),
             ("GET", "/templates/-x"),
             ("GET", "/templates/" + "x" * 101),
             ("DELETE", "/templates/a%20b"),
@@ -198,6 +197,9 @@ async def test_unknown_names_and_versions_are_404(app_factory: AppFactory) -> No
             response = await client.request(method, path, **kwargs)
             assert response.status_code == 404, (method, path, response.text)
             assert response.json()["error"]["code"] == "not_found"
+        # NUL is refused in every URL, before any route sees it.
+        nul = await client.get("/templates/%00")
+        assert nul.status_code == 400 and "NUL" in nul.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
