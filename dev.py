@@ -25,6 +25,7 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".streamforge-installed"
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
 TORCH = "torch==2.13.0"
+CHROMIUM = "/usr/bin/chromium"
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
@@ -95,6 +96,20 @@ def ensure_redis_server() -> None:
         )
 
 
+def ensure_chromium() -> None:
+    """The browser tests of the chat page drive Debian's Chromium (Playwright never downloads
+    a browser of its own here)."""
+    if os.name == "nt" or Path(CHROMIUM).exists():
+        return
+    apt = shutil.which("apt-get")
+    if apt and hasattr(os, "geteuid") and os.geteuid() == 0:
+        quiet = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run([apt, "update", "-q"], env=quiet)
+        subprocess.run([apt, "install", "-y", "-q", "chromium"], env=quiet)
+    if not Path(CHROMIUM).exists():
+        sys.exit(f"The browser tests need Chromium at {CHROMIUM} (Debian: apt install chromium).")
+
+
 def serve(extra: list[str]) -> None:
     ensure_venv("")
     os.chdir(ROOT)
@@ -107,6 +122,7 @@ def test(extra: list[str]) -> None:
     ensure_venv("dev")
     ensure_postgres()
     ensure_redis_server()
+    ensure_chromium()
     run(PYTHON, "-m", "ruff", "check", "src", "tests", "benchmarks", "dev.py")
     run(PYTHON, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks", "dev.py")
     run(PYTHON, "-m", "mypy")

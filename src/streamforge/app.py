@@ -26,6 +26,7 @@ from streamforge.routers import (
     root,
     sessions,
     templates,
+    ui,
 )
 
 _DRAIN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(documents.router)
     app.include_router(openai_api.router)
     app.include_router(admin.router)
+    app.include_router(ui.router)
 
     # Middleware wraps in reverse order of addition: the body limit sits inside CORS so that
     # even a 413 carries the CORS headers a browser needs to read it.

@@ -1,0 +1,56 @@
+"""The chat page at ``/ui``: three plain files served as they are (no build step, nothing
+fetched from elsewhere), all script in ``app.js`` and all style in ``style.css``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from starlette.responses import FileResponse, HTMLResponse
+
+router = APIRouter(tags=["ui"])
+
+STATIC = Path(__file__).resolve().parent.parent / "ui"
+
+# The page runs no inline script or style and talks to this server only, so the policy can
+# forbid everything else: model output that slipped into the DOM could still not run.
+_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": _POLICY,
+    "Referrer-Policy": "no-referrer",
+}
+_ASSETS = {
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+
+
+@router.get(
+    "/ui",
+    summary="The chat page",
+    response_class=HTMLResponse,
+    responses={200: {"content": {"text/html": {}}}},
+)
+async def page() -> FileResponse:
+    return FileResponse(
+        STATIC / "index.html", media_type="text/html; charset=utf-8", headers=_HEADERS
+    )
+
+
+@router.get("/ui/app.js", include_in_schema=False)
+async def script() -> FileResponse:
+    return _asset("app.js")
+
+
+@router.get("/ui/style.css", include_in_schema=False)
+async def style() -> FileResponse:
+    return _asset("style.css")
+
+
+def _asset(name: str) -> FileResponse:
+    return FileResponse(STATIC / name, media_type=_ASSETS[name], headers=_HEADERS)

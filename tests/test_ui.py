@@ -1,0 +1,401 @@
+"""The chat page at /ui, driven in Debian's Chromium by Playwright against a real server.
+
+The simulated provider answers slowly (a word every 50 ms, a hundred words) with Markdown
+that quotes the user's message, so a test can watch an answer grow, stop it, reload in the
+middle of it, and make the "model" answer with hostile HTML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Dialog, Locator, Page, async_playwright, expect
+
+from tests.procs import ServerProcess, server_process
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / ".ci-artifacts"
+
+ANSWER = (
+    "## Answer\n\n"
+    "You said: {message}\n\n"
+    "Here is **bold**, *italic* and `inline code`, with [the docs](https://example.com/docs) "
+    "and [a trap](javascript:alert(1)).\n\n"
+    "- first point\n"
+    "- second point\n\n"
+    "1. one\n"
+    "2. two\n\n"
+    "```\nprint('hi')\n```\n\n"
+)
+HOSTILE = "<img src=x onerror=window.__pwned=1> <script>window.__pwned=2</script>"
+ANSWER_TIMEOUT = 30_000  # ms
+STREAMING = re.compile(r"\bstreaming\b")
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServerProcess]:
+    env = {
+        "STREAMFORGE_STREAMING__SIMULATED_DELAY": "0.05",
+        "STREAMFORGE_LLM__SIMULATED__MIN_WORDS": "100",
+        "STREAMFORGE_LLM__SIMULATED__ANSWER": ANSWER,
+        # A reload must not stop the answer it interrupts: the page resumes it.
+        "STREAMFORGE_STREAMING__DISCONNECT_POLICY": "continue",
+    }
+    async with server_process(tmp_path_factory.mktemp("ui"), env) as process:
+        yield process
+
+
+def chromium() -> str:
+    """Debian's Chromium; never a browser downloaded by Playwright."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"the browser tests need Debian's Chromium at {CHROMIUM}: apt-get install chromium "
+            "(python3 dev.py test installs it)"
+        )
+    return str(CHROMIUM)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+class Problems:
+    """Console errors and uncaught exceptions of a page (CSP violations are console errors)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Browser, server: ServerProcess) -> AsyncIterator[tuple[Page, Problems]]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 860})
+    problems = Problems()
+    opened = await context.new_page()
+    opened.on(
+        "console",
+        lambda message: problems.errors.append(message.text) if message.type == "error" else None,
+    )
+    opened.on("pageerror", lambda error: problems.errors.append(str(error)))
+    opened.on("dialog", accept)
+    try:
+        yield opened, problems
+    finally:
+        await context.close()
+
+
+async def accept(dialog: Dialog) -> None:
+    await dialog.accept()
+
+
+async def open_ui(page: Page, server: ServerProcess) -> None:
+    await page.goto(f"{server.url}/ui")
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+
+async def send(page: Page, message: str) -> Locator:
+    """Send a message and return the new answer's element."""
+    before = await page.locator(".message.assistant").count()
+    await page.fill("#input", message)
+    await page.click("#send")
+    answer = page.locator(".message.assistant").nth(before)
+    await expect(answer).to_be_visible()
+    return answer
+
+
+async def text_of(answer: Locator) -> str:
+    return await answer.locator(".content").inner_text()
+
+
+async def wait_for_text(answer: Locator, chars: int, timeout: float = 15) -> str:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while len(text := await text_of(answer)) < chars:
+        assert time.monotonic() < deadline, f"answer still {len(text)} chars: {text!r}"
+        await asyncio.sleep(0.05)
+    return text
+
+
+async def current_session(page: Page) -> str:
+    item = page.locator("#sessions .session.current")
+    await expect(item).to_have_count(1)
+    session_id = await item.get_attribute("data-session-id")
+    assert session_id
+    return session_id
+
+
+async def stored_messages(server: ServerProcess, session_id: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as client:
+        response = await client.get(f"/sessions/{session_id}/messages", params={"limit": 100})
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+
+async def rendered_from_storage(page: Page, session_id: str) -> str:
+    """The last answer as the page renders it from the stored messages."""
+    await page.evaluate("() => document.querySelectorAll('.message').forEach(m => m.remove())")
+    await page.click(f'#sessions .session[data-session-id="{session_id}"] .open')
+    last = page.locator(".message.assistant").last
+    await expect(last).to_be_visible()
+    await expect(last).not_to_have_class(STREAMING)
+    return await text_of(last)
+
+
+async def test_page_is_served_with_its_files(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as client:
+        page = await client.get("/ui")
+        script = await client.get("/ui/app.js")
+        style = await client.get("/ui/style.css")
+        slash = await client.get("/ui/", follow_redirects=True)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "'unsafe-inline'" not in page.headers["content-security-policy"]
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert style.headers["content-type"].startswith("text/css")
+    assert slash.status_code == 200 and slash.text == page.text
+    # No inline script or handler, nothing from another origin.
+    assert "<script>" not in page.text
+    assert not re.search(r"\son[a-z]+\s*=", page.text, re.IGNORECASE)
+    assert "http://" not in page.text and "https://" not in page.text
+    assert "innerHTML" not in script.text and "insertAdjacentHTML" not in script.text
+
+
+async def test_answer_streams_as_markdown_and_hostile_html_stays_text(
+    page: tuple[Page, Problems], server: ServerProcess
+) -> None:
+    tab, problems = page
+    await open_ui(tab, server)
+    answer = await send(tab, HOSTILE)
+
+    seen: list[int] = []
+    while len(seen) < 4:
+        length = len(await text_of(answer))
+        if length and (not seen or length > seen[-1]):
+            seen.append(length)
+        assert STREAMING.search(await answer.get_attribute("class") or ""), seen
+        await asyncio.sleep(0.15)
+    await expect(answer).to_have_attribute("data-status", "completed", timeout=ANSWER_TIMEOUT)
+
+    content = answer.locator(".content")
+    text = await text_of(answer)
+    assert "<img src=x onerror=window.__pwned=1>" in text
+    assert "<script>window.__pwned=2</script>" in text
+    assert await content.locator("img, script, iframe, object").count() == 0
+    assert await tab.evaluate("() => window.__pwned") is None
+    # The user's own message is plain text too.
+    assert HOSTILE in await tab.locator(".message.user .content").inner_text()
+    assert await tab.locator("#sessions img, #sessions script").count() == 0
+
+    # The Markdown, as nodes.
+    assert await content.locator("h2").first.inner_text() == "Answer"
+    assert await content.locator("strong").first.inner_text() == "bold"
+    assert await content.locator("em").first.inner_text() == "italic"
+    assert await content.locator("p code").first.inner_text() == "inline code"
+    assert await content.locator("pre code").first.inner_text() == "print('hi')"
+    assert await content.locator("ul").first.locator("li").all_inner_texts() == [
+        "first point",
+        "second point",
+    ]
+    assert await content.locator("ol").first.locator("li").all_inner_texts() == ["one", "two"]
+    link = content.locator("a").first
+    assert await link.get_attribute("href") == "https://example.com/docs"
+    assert await link.get_attribute("target") == "_blank"
+    assert "noopener" in (await link.get_attribute("rel") or "")
+    assert await content.locator('a[href^="javascript"]').count() == 0
+    assert "[a trap](javascript:alert(1))" in text
+
+    session_id = await current_session(tab)
+    stored = await stored_messages(server, session_id)
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert stored[1]["status"] == "completed"
+    assert await rendered_from_storage(tab, session_id) == text
+    assert not problems.errors
+
+
+async def test_stop_ends_the_answer_and_it_is_stored_cancelled(
+    page: tuple[Page, Problems], server: ServerProcess
+) -> None:
+    tab, problems = page
+    await open_ui(tab, server)
+    answer = await send(tab, "tell me a long story")
+    await wait_for_text(answer, 40)
+    await tab.click("#stop")
+    await expect(answer).to_have_attribute("data-status", "cancelled", timeout=10_000)
+    await expect(answer.locator(".status")).to_have_text("stopped")
+    await expect(tab.locator("#stop")).to_be_hidden()
+    stopped = await text_of(answer)
+    await asyncio.sleep(1.0)
+    assert await text_of(answer) == stopped
+
+    session_id = await current_session(tab)
+    stored = await stored_messages(server, session_id)
+    assert stored[-1]["status"] == "cancelled"
+    assert 0 < len(stored[-1]["content"]) < len(ANSWER) * 3
+    assert await rendered_from_storage(tab, session_id) == stopped
+    assert not problems.errors
+
+
+async def test_reload_mid_answer_resumes_and_completes(
+    page: tuple[Page, Problems], server: ServerProcess
+) -> None:
+    tab, problems = page
+    resumes: list[str] = []
+    tab.on(
+        "request",
+        lambda request: resumes.append(request.url) if "/chat/streams/" in request.url else None,
+    )
+    await open_ui(tab, server)
+    answer = await send(tab, "survive a reload")
+    partial = await wait_for_text(answer, 60)
+    session_id = await current_session(tab)
+
+    await tab.reload()
+    await expect(tab.locator("body")).to_have_attribute("data-ready", "true")
+    answer = tab.locator(".message.assistant").last
+    # Picked up where it was: the text shown before the reload, then more, live.
+    await expect(answer).to_have_class(STREAMING)
+    assert (await text_of(answer)).startswith(partial[:40])
+    await expect(answer).to_have_attribute("data-status", "completed", timeout=ANSWER_TIMEOUT)
+    resumed = await text_of(answer)
+    assert len(resumed) > len(partial)
+    assert await tab.locator(".message.assistant").count() == 1
+
+    assert resumes, "the page did not reopen the stream"
+    last_event_id = int(resumes[0].rsplit("last_event_id=", 1)[1])
+    assert last_event_id > 2  # from where it was, not from the start
+
+    stored = await stored_messages(server, session_id)
+    assert stored[-1]["status"] == "completed"
+    assert await rendered_from_storage(tab, session_id) == resumed
+    assert await tab.evaluate("() => sessionStorage.length") == 0
+    assert not problems.errors
+
+
+async def test_upload_then_answer_cites_the_document(
+    page: tuple[Page, Problems], server: ServerProcess, tmp_path: Path
+) -> None:
+    tab, problems = page
+    marker = f"quartzmarker{uuid.uuid4().hex[:8]}"
+    notes = tmp_path / "valve-notes.md"
+    notes.write_text(
+        f"# Valve notes\n\nThe {marker} valve opens at dawn and closes at dusk.\n",
+        encoding="utf-8",
+    )
+    await open_ui(tab, server)
+    await tab.fill("#collection", "ui-notes")
+    await tab.set_input_files("#file", str(notes))
+    await tab.click("#upload")
+    document = tab.locator(".document").first
+    await expect(document).to_have_attribute("data-status", "ready", timeout=30_000)
+    await expect(document.locator(".name")).to_have_text("valve-notes.md")
+    await expect(document.locator(".state")).to_contain_text("Ready")
+
+    await tab.check("#rag")
+    answer = await send(tab, f"When does the {marker} valve open?")
+    cited = answer.locator(".citation")
+    await expect(cited.first).to_be_visible(timeout=10_000)
+    await expect(cited.first.locator("summary")).to_contain_text("valve-notes.md")
+    snippet = cited.first.locator(".snippet")
+    await expect(snippet).to_be_hidden()
+    await cited.first.locator("summary").click()
+    await expect(snippet).to_be_visible()
+    await expect(snippet).to_contain_text(marker)
+
+    # Mid-answer: the session list, an answer being written and an open citation.
+    await wait_for_text(answer, 80)
+    assert STREAMING.search(await answer.get_attribute("class") or "")
+    await expect(tab.locator("#sessions .session")).not_to_have_count(0)
+    shot = tmp_path / "ui-mid-answer.png"
+    await tab.screenshot(path=str(shot))
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(shot, ARTIFACTS / shot.name)
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (1280, 860)
+    assert len(data) > 20_000  # a real page, not a blank one
+
+    await expect(answer).to_have_attribute("data-status", "completed", timeout=ANSWER_TIMEOUT)
+    session_id = await current_session(tab)
+    stored = await stored_messages(server, session_id)
+    citations = stored[-1]["citations"]
+    assert citations and marker in citations[0]["snippet"]
+    # Loaded from storage, the citation is there too.
+    await rendered_from_storage(tab, session_id)
+    stored_citation = tab.locator(".message.assistant").last.locator(".citation").first
+    await stored_citation.locator("summary").click()
+    await expect(stored_citation.locator(".snippet")).to_contain_text(marker)
+    assert not problems.errors
+
+
+async def test_sessions_rename_delete_and_errors_in_plain_words(
+    page: tuple[Page, Problems], server: ServerProcess
+) -> None:
+    tab, problems = page
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as client:
+        created = (await client.post("/sessions", json={"title": "Old title"})).json()
+    await open_ui(tab, server)
+    item = tab.locator(f'#sessions .session[data-session-id="{created["id"]}"]')
+    await expect(item.locator(".open")).to_have_text("Old title")
+
+    await item.locator(".open").click()
+    await item.locator(".rename").click()
+    await item.locator("input").fill("New title")
+    await item.locator("input").press("Enter")
+    await expect(item.locator(".open")).to_have_text("New title")
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as client:
+        assert (await client.get(f"/sessions/{created['id']}")).json()["title"] == "New title"
+
+        # The session goes away behind the page's back: sending into it explains why not.
+        assert (await client.delete(f"/sessions/{created['id']}")).status_code == 204
+        expected = (
+            await client.post("/chat", json={"message": "hi", "session_id": created["id"]})
+        ).json()["error"]["message"]
+    answer = await send(tab, "hi")
+    await expect(answer.locator(".error")).to_have_text(expected)
+    await expect(tab.locator("#send")).to_be_enabled()
+    assert await tab.input_value("#input") == "hi"
+
+    # Delete from the page (the confirmation is accepted by the fixture).
+    await tab.click("#new-chat")
+    await expect(tab.locator(".message")).to_have_count(0)
+    answer = await send(tab, "a conversation to delete")
+    await expect(answer).to_have_attribute("data-status", "completed", timeout=ANSWER_TIMEOUT)
+    session_id = await current_session(tab)
+    doomed = tab.locator(f'#sessions .session[data-session-id="{session_id}"]')
+    await doomed.locator(".delete").click()
+    await expect(doomed).to_have_count(0)
+    await expect(tab.locator(".message")).to_have_count(0)
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as client:
+        assert (await client.get(f"/sessions/{session_id}")).status_code == 404
+    # A 404 in the console is the page's own request failing on purpose; nothing else.
+    assert all("404" in error for error in problems.errors), problems.errors
