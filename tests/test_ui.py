@@ -8,9 +8,11 @@ middle of it, and make the "model" answer with hostile HTML.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import struct
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -399,3 +401,60 @@ async def test_sessions_rename_delete_and_errors_in_plain_words(
         assert (await client.get(f"/sessions/{session_id}")).status_code == 404
     # A 404 in the console is the page's own request failing on purpose; nothing else.
     assert all("404" in error for error in problems.errors), problems.errors
+
+
+async def test_a_server_with_authentication_takes_the_key_in_the_page(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """With authentication on, the page says it needs a key, keeps the one it is given, sends
+    it with every call, and resumes a reloaded answer over fetch() with it (EventSource
+    cannot send an Authorization header)."""
+    env = {
+        "STREAMFORGE_AUTH__ENABLED": "true",
+        "STREAMFORGE_STREAMING__SIMULATED_DELAY": "0.05",
+        "STREAMFORGE_LLM__SIMULATED__MIN_WORDS": "100",
+        "STREAMFORGE_STREAMING__DISCONNECT_POLICY": "continue",
+    }
+    data_dir = tmp_path / "locked" / "data"
+    created = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamforge",
+        "keys",
+        "create",
+        "--user",
+        "ada",
+        env={**os.environ, **env, "STREAMFORGE_DATA_DIR": str(data_dir)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(created.communicate(), 60)
+    key = out.decode().strip()
+    assert key.startswith("sf_")
+    async with server_process(tmp_path, env, name="locked") as locked:
+        context = await browser.new_context(viewport={"width": 1280, "height": 860})
+        try:
+            tab = await context.new_page()
+            await open_ui(tab, locked)
+            await expect(tab.locator("#notice-text")).to_contain_text("needs an API key")
+            await tab.fill("#api-key", key)
+            await tab.click("#save-key")
+            await expect(tab.locator("#key-state")).to_contain_text("saved")
+            answer = await send(tab, "behind a key")
+            partial = await wait_for_text(answer, 60)
+            await tab.reload()
+            await expect(tab.locator("body")).to_have_attribute("data-ready", "true")
+            answer = tab.locator(".message.assistant").last
+            await expect(answer).to_have_attribute(
+                "data-status", "completed", timeout=ANSWER_TIMEOUT
+            )
+            assert len(await text_of(answer)) > len(partial)
+            session_id = await current_session(tab)
+        finally:
+            await context.close()
+        async with httpx.AsyncClient(base_url=locked.url, trust_env=False) as client:
+            stored = await client.get(
+                f"/sessions/{session_id}/messages", headers={"Authorization": f"Bearer {key}"}
+            )
+            assert stored.json()["items"][-1]["status"] == "completed"
+            assert (await client.get(f"/sessions/{session_id}/messages")).status_code == 401

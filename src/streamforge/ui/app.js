@@ -9,6 +9,8 @@
 const BASE = location.pathname.replace(/\/ui\/?$/, "");
 // The answer being streamed, kept per tab so that a reload can pick it up where it was.
 const ACTIVE_KEY = "streamforge.activeStream";
+// The API key, for a server with authentication on; kept in this browser only.
+const API_KEY = "streamforge.apiKey";
 const POLL_MS = 500;
 
 const $ = (id) => document.getElementById(id);
@@ -33,6 +35,9 @@ const ui = {
   file: $("file"),
   upload: $("upload"),
   documents: $("documents"),
+  keyForm: $("key-form"),
+  key: $("api-key"),
+  keyState: $("key-state"),
 };
 
 const state = {
@@ -87,8 +92,25 @@ class ApiError extends Error {
 }
 
 const UNREACHABLE = "The server cannot be reached. Check that it is running and try again.";
+const NEEDS_KEY = "This server needs an API key: enter yours under \u201cAPI key\u201d.";
+
+function apiKey() {
+  try {
+    return localStorage.getItem(API_KEY) || "";
+  } catch {
+    return "";
+  }
+}
+
+// Request headers with the API key, when there is one.
+function withKey(headers) {
+  const key = apiKey();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  return headers;
+}
 
 async function errorFrom(response) {
+  if (response.status === 401) return new ApiError(NEEDS_KEY, 401, "unauthorized");
   let message = `The server answered ${response.status} ${response.statusText}`.trim() + ".";
   let code = "http_error";
   try {
@@ -104,7 +126,7 @@ async function errorFrom(response) {
 }
 
 async function api(method, path, body) {
-  const init = { method, headers: { Accept: "application/json" } };
+  const init = { method, headers: withKey({ Accept: "application/json" }) };
   if (body instanceof FormData) {
     init.body = body;
   } else if (body !== undefined) {
@@ -729,6 +751,11 @@ class Turn {
   // (sending Last-Event-ID) if the connection drops, and a 204 means nothing more will come.
   resume() {
     if (this.source) this.source.close();
+    // EventSource cannot send an Authorization header: with a key, follow over fetch().
+    if (apiKey()) {
+      this.follow();
+      return;
+    }
     const url =
       `${BASE}/chat/streams/${encodeURIComponent(this.streamId)}` +
       `?last_event_id=${encodeURIComponent(this.lastEventId || "0")}`;
@@ -744,6 +771,50 @@ class Turn {
         this.settle();
       }
     });
+  }
+
+  // The same as resume(), over fetch() with the key: reconnect from the last event seen
+  // until the stream ends, as EventSource would.
+  async follow() {
+    while (!this.finished && !state.unloading) {
+      let response;
+      try {
+        response = await fetch(
+          `${BASE}/chat/streams/${encodeURIComponent(this.streamId)}`,
+          {
+            headers: withKey({
+              Accept: "text/event-stream",
+              "Last-Event-ID": String(this.lastEventId || "0"),
+            }),
+          },
+        );
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        continue;
+      }
+      if (response.status === 204) {
+        await this.settle();
+        return;
+      }
+      if (!response.ok || !response.body) {
+        this.fail((await errorFrom(response)).message);
+        return;
+      }
+      const parser = new SSEParser((event) => this.handle(event.type, event.data, event.id));
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          parser.push(decoder.decode(value, { stream: true }));
+        }
+        parser.push(decoder.decode());
+      } catch {
+        // The connection broke: go round again from the last event that arrived.
+      }
+      if (!this.finished) await new Promise((resolve) => setTimeout(resolve, 500));
+    }
   }
 
   // The stream has nothing more to give (expired, or a 204): show what was stored.
@@ -830,7 +901,7 @@ async function send(message) {
   try {
     response = await fetch(`${BASE}/chat`, {
       method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+      headers: withKey({ "Content-Type": "application/json", Accept: "text/event-stream" }),
       body: JSON.stringify(body),
     });
   } catch {
@@ -1156,6 +1227,22 @@ function wire() {
     if (state.turn) state.turn.stop();
   });
   ui.newChat.addEventListener("click", newChat);
+  ui.key.value = apiKey();
+  ui.keyState.textContent = apiKey() ? "A key is saved in this browser." : "";
+  ui.keyForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const key = ui.key.value.trim();
+    try {
+      if (key) localStorage.setItem(API_KEY, key);
+      else localStorage.removeItem(API_KEY);
+    } catch {
+      notify("This browser does not let the page keep the key.");
+      return;
+    }
+    ui.keyState.textContent = key ? "A key is saved in this browser." : "No key.";
+    clearNotice();
+    await Promise.all([refreshSessions(), loadPickers(), loadDocuments()]);
+  });
   ui.noticeClose.addEventListener("click", clearNotice);
   ui.uploadForm.addEventListener("submit", (event) => {
     event.preventDefault();
