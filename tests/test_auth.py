@@ -543,3 +543,26 @@ async def test_streams_at_once_and_tokens_per_day_per_key(app_factory: AppFactor
             headers=ada,
         )
         assert spent_v1.status_code == 429
+
+
+async def test_without_authentication_only_loopback_is_answered(app_factory: AppFactory) -> None:
+    from tests.conftest import lifespan
+
+    app = app_factory()
+    async with lifespan(app):
+        for address, expected in (("10.1.2.3", 403), ("127.0.0.1", 200), ("[::1]", 200)):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url=f"http://{address}:8000"
+            ) as client:
+                response = await client.get("/sessions")
+                assert response.status_code == expected, (address, response.text)
+                if expected == 403:
+                    assert "loopback" in response.json()["error"]["message"]
+                # Health stays public, whatever the address.
+                assert (await client.get("/health")).status_code == 200
+    allowed = app_factory(auth={"allow_unauthenticated_remote": True})
+    async with lifespan(allowed):
+        transport = httpx.ASGITransport(app=allowed)
+        async with httpx.AsyncClient(transport=transport, base_url="http://10.1.2.3") as client:
+            assert (await client.get("/sessions")).status_code == 200

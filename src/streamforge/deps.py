@@ -6,6 +6,7 @@ thread hop per dependency on every request for what is an attribute lookup.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import Annotated
 
@@ -50,7 +51,14 @@ async def authenticate(request: Request) -> None:
     components = await get_components(request)
     path = request.url.path
     public = path in PUBLIC_PATHS or path == "/ui" or path.startswith("/ui/")
-    if not components.settings.auth.enabled:
+    auth = components.settings.auth
+    if not auth.enabled:
+        if not public and not auth.allow_unauthenticated_remote and _reached_from_outside(request):
+            raise Forbidden(
+                "authentication is off, so this server answers on loopback addresses only: "
+                "turn authentication on (STREAMFORGE_AUTH__ENABLED) or allow it "
+                "(STREAMFORGE_AUTH__ALLOW_UNAUTHENTICATED_REMOTE)"
+            )
         request.state.caller = LOCAL_CALLER
         if not public:
             await _limit(components, LOCAL_CALLER)
@@ -79,6 +87,18 @@ async def _limit(components: Components, caller: Caller) -> None:
             f"more than {per_minute} requests a minute with this key",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
+
+
+def _reached_from_outside(request: Request) -> bool:
+    """The request came in on a non-loopback address of this server (however it was started:
+    `streamforge serve` refuses to listen there, a plain `uvicorn --host 0.0.0.0` does not)."""
+    server = request.scope.get("server")
+    if not server:
+        return False
+    try:
+        return not ipaddress.ip_address(str(server[0])).is_loopback
+    except ValueError:
+        return False  # a name (a test client, a unix socket): not an address to judge
 
 
 async def get_caller(request: Request) -> Caller:
