@@ -23,7 +23,15 @@ import orjson
 import pytest
 
 from tests.conftest import postgres_database
-from tests.procs import Event, RedisServer, SSEResult, read_sse, redis_server, server_process
+from tests.procs import (
+    Event,
+    RedisServer,
+    ServerProcess,
+    SSEResult,
+    read_sse,
+    redis_server,
+    server_process,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -51,6 +59,18 @@ def shared(database: str, redis: RedisServer, **extra: str) -> dict[str, str]:
         "STREAMFORGE_REDIS__URL": redis.url,
         **extra,
     }
+
+
+@contextlib.asynccontextmanager
+async def server_pair(
+    tmp_path: Path, env: dict[str, str], names: tuple[str, str] = ("first", "second")
+) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
+    """Two server processes on the same settings, started side by side."""
+    async with contextlib.AsyncExitStack() as stack:
+        one, two = await asyncio.gather(
+            *(stack.enter_async_context(server_process(tmp_path, env, name=n)) for n in names)
+        )
+        yield one, two
 
 
 def dsn(database: str) -> str:
@@ -178,10 +198,7 @@ async def test_two_processes_resume_and_cancel_across_workers(
         STREAMFORGE_STREAMING__SIMULATED_DELAY="0.03",
         STREAMFORGE_STREAMING__DISCONNECT_POLICY="continue",
     )
-    async with (
-        server_process(tmp_path, env, name="first") as first,
-        server_process(tmp_path, env, name="second") as second,
-    ):
+    async with server_pair(tmp_path, env) as (first, second):
         body = {"message": "across workers", "max_tokens": WORDS_200}
         whole = await uninterrupted(first.url, body)
 
@@ -203,10 +220,7 @@ async def test_a_cancel_sent_to_the_second_stops_the_first_within_one_token(
     # A quarter second per token: "within one token" is then a statement about the signal
     # path (HTTP on the second, Redis pub/sub, the producer's task), not about the machine.
     env = shared(database, redis, **LONG_ANSWER, STREAMFORGE_STREAMING__SIMULATED_DELAY="0.25")
-    async with (
-        server_process(tmp_path, env, name="first") as first,
-        server_process(tmp_path, env, name="second") as second,
-    ):
+    async with server_pair(tmp_path, env) as (first, second):
         # A cancel sent to the second stops generation on the first within one token.
         state: dict[str, Any] = {}
 
@@ -272,10 +286,7 @@ async def test_sigkill_leaves_an_interrupted_reply_and_a_retry_never_generates_t
         STREAMFORGE_SERVER__HEARTBEAT_INTERVAL="0.3",
         STREAMFORGE_SERVER__WORKER_TIMEOUT="2",
     )
-    async with (
-        server_process(tmp_path, env, name="doomed") as doomed,
-        server_process(tmp_path, env, name="survivor") as survivor,
-    ):
+    async with server_pair(tmp_path, env, ("doomed", "survivor")) as (doomed, survivor):
         body = {"message": "remember this", "idempotency_key": "turn-0001", "max_tokens": 150}
 
         def kill_at_20(event: Event) -> None:
@@ -404,10 +415,7 @@ async def test_redis_restarted_mid_stream(
     tmp_path: Path, database: str, redis: RedisServer
 ) -> None:
     env = shared(database, redis, **LONG_ANSWER, STREAMFORGE_STREAMING__SIMULATED_DELAY="0.03")
-    async with (
-        server_process(tmp_path, env, name="first") as first,
-        server_process(tmp_path, env, name="second") as second,
-    ):
+    async with server_pair(tmp_path, env) as (first, second):
         body = {"message": "through the outage", "max_tokens": 120}
         whole = await uninterrupted(first.url, body)
         tasks: list[asyncio.Task[Any]] = []

@@ -800,20 +800,27 @@ class Turn {
         this.fail((await errorFrom(response)).message);
         return;
       }
-      const parser = new SSEParser((event) => this.handle(event.type, event.data, event.id));
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      try {
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          parser.push(decoder.decode(value, { stream: true }));
-        }
-        parser.push(decoder.decode());
-      } catch {
-        // The connection broke: go round again from the last event that arrived.
-      }
+      // A broken connection: go round again from the last event that arrived.
+      await this.consume(response);
       if (!this.finished) await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+
+  // Read an event-stream body to its end, handling each event; false if the connection broke.
+  async consume(response) {
+    const parser = new SSEParser((event) => this.handle(event.type, event.data, event.id));
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        parser.push(decoder.decode(value, { stream: true }));
+      }
+      parser.push(decoder.decode());
+      return true;
+    } catch {
+      return false;
     }
   }
 
@@ -915,19 +922,8 @@ async function send(message) {
     if (!ui.input.value) ui.input.value = message;
     return;
   }
-  const parser = new SSEParser((event) => turn.handle(event.type, event.data, event.id));
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      parser.push(decoder.decode(value, { stream: true }));
-    }
-    parser.push(decoder.decode());
-  } catch {
-    // The connection broke: resumed below, from the last event that arrived.
-  }
+  // A broken connection is resumed below, from the last event that arrived.
+  await turn.consume(response);
   if (turn.finished || state.unloading) return;
   if (turn.streamId) {
     turn.resume();
