@@ -26,7 +26,6 @@ from streamforge.services.limits import Slot
 from streamforge.services.retrieval import RetrievalService
 from streamforge.services.sessions import SessionService
 from streamforge.services.templates import TemplateService
-from streamforge.streaming.events import EventType
 from streamforge.streaming.log import StreamBuffer
 
 
@@ -125,10 +124,7 @@ async def finish_when_done(components: Components, stream_id: str, slot: Slot) -
     """Give the slot back, counting the stream's tokens, when its generation ends."""
 
     async def done(buffer: StreamBuffer) -> None:
-        usage: dict[str, int] = {}
-        for event in reversed(buffer.events[-3:]):
-            if event.type is EventType.DONE and isinstance(event.data, dict):
-                usage = event.data.get("usage") or {}
+        usage = (buffer.done or {}).get("usage") or {}
         await slot.finish(int(usage.get("total_tokens") or 0))
 
     await components.streams.on_done(stream_id, done)

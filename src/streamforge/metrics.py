@@ -19,7 +19,6 @@ from prometheus_client import (
     generate_latest,
 )
 
-from streamforge.streaming.events import EventType
 from streamforge.streaming.log import StreamBuffer
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -99,10 +98,8 @@ class Metrics:
             self.event_loop_tasks.set_function(lambda: float(tasks()))
 
     def stream_finished(self, buffer: StreamBuffer) -> None:
-        done = next(
-            (e.data for e in reversed(buffer.events[-3:]) if e.type is EventType.DONE), None
-        )
-        if not isinstance(done, dict):
+        done = buffer.done
+        if done is None:
             return
         self.streams.labels(status=str(done.get("status", "unknown"))).inc()
         provider = str(done.get("provider", "unknown"))

@@ -122,6 +122,14 @@ class StreamBuffer:
         self._wake()
         return event
 
+    @property
+    def done(self) -> dict[str, Any] | None:
+        """The data of the ``done`` event, once the stream has one (it is the last)."""
+        if not self.events or self.events[-1].type is not EventType.DONE:
+            return None
+        data = self.events[-1].data
+        return data if isinstance(data, dict) else None
+
     async def read(self, after: int, timeout: float) -> list[StreamEvent]:  # noqa: ASYNC109
         events = self.events[max(after, 0) :]
         if events or self.closed:
