@@ -38,7 +38,8 @@ import llama_cpp
 from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 from streamforge.chains.providers.base import ChatTurn, GenerationRequest
-from streamforge.chains.providers.local import LocalLlamaEngine, LocalProvider
+from streamforge.chains.providers.local.engine import LocalLlamaEngine
+from streamforge.chains.providers.local.provider import LocalProvider
 
 PROMPT = "Write a long story about a dragon."
 TARGET_RATIO = 0.95

@@ -26,14 +26,10 @@ from streamforge.chains.providers.base import (
     ProviderError,
     Usage,
 )
-from streamforge.chains.providers.local import (
-    Cancellation,
-    ChatLocalLlama,
-    GenerationResult,
-    LocalLlamaEngine,
-    LocalProvider,
-    _StopMatcher,
-)
+from streamforge.chains.providers.local.chat_model import ChatLocalLlama
+from streamforge.chains.providers.local.engine import LocalLlamaEngine, _StopMatcher
+from streamforge.chains.providers.local.provider import LocalProvider
+from streamforge.chains.providers.local.types import Cancellation, GenerationResult
 
 STORY = "Write a long story about a dragon."
 TIMEOUT = 180.0  # a safety net against hangs; a busy 2-core machine is very slow

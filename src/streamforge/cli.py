@@ -22,6 +22,9 @@ from streamforge import __version__
 if TYPE_CHECKING:
     import httpx
 
+    from streamforge.chains.providers.local.host import ModelHost
+    from streamforge.config.settings import Settings
+
 app = typer.Typer(
     help="StreamForge: a self-hostable streaming chat backend.",
     no_args_is_help=False,
@@ -94,15 +97,35 @@ def serve(
             f"--workers {count} needs a shared event log: set STREAMFORGE_REDIS__URL "
             "(and a PostgreSQL STREAMFORGE_DATABASE__URL for several machines)"
         )
-    uvicorn.run(
-        "streamforge.main:app",
-        host=bind,
-        port=port if port is not None else settings.server.port,
-        workers=count,
-        reload=reload,
-        log_level=settings.server.log_level,
-        timeout_graceful_shutdown=10,
-    )
+    host_model = _shared_model_host(settings, count)
+    try:
+        uvicorn.run(
+            "streamforge.main:app",
+            host=bind,
+            port=port if port is not None else settings.server.port,
+            workers=count,
+            reload=reload,
+            log_level=settings.server.log_level,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if host_model is not None:
+            host_model.stop()
+
+
+def _shared_model_host(settings: Settings, workers: int) -> ModelHost | None:
+    """With several workers, one model process for them all, supervised from here."""
+    from streamforge.chains.core.llm_setup import local_extra_missing, local_wanted, model_process
+    from streamforge.chains.providers.local.host import ModelHost
+
+    local = settings.llm.local
+    if workers < 2 or not local.shared_across_workers or local.endpoint is not None:
+        return None
+    if not local_wanted(settings) or local_extra_missing() is not None:
+        return None
+    host_model = ModelHost(model_process(settings))
+    os.environ["STREAMFORGE_LLM__LOCAL__ENDPOINT"] = host_model.start()
+    return host_model
 
 
 def _loopback(host: str) -> bool:

@@ -12,6 +12,7 @@
     ├── ValidationFailed (422, "validation_error")
     ├── TooManyRequests (429, "rate_limited")
     ├── ServiceUnavailable (503, "unavailable")
+    │   └── ProviderUnavailable (503, "provider_unavailable")
     └── ConfigurationError (500, "configuration_error")
 
 Services raise these; they never raise ``HTTPException``.
@@ -95,3 +96,10 @@ class ServiceUnavailable(AppError):
 
 class ConfigurationError(AppError):
     code = "configuration_error"
+
+
+class ProviderUnavailable(ServiceUnavailable):
+    """The chosen provider cannot generate now (and no fallback can): its model process is
+    down, for instance. Retrying later may help."""
+
+    code = "provider_unavailable"

