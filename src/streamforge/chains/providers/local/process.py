@@ -110,7 +110,7 @@ class ModelProcess:
         self._admitted = 0
         self._in_flight = 0
         self._average_seconds = 1.0
-        self._vocabulary: Any = None
+        self._vocabulary: Vocabulary | None = None
         self._closing = False
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -315,7 +315,7 @@ class ModelProcess:
         )
         if self._vocabulary is None:
             try:
-                self._vocabulary = await asyncio.to_thread(_load_vocabulary, self.model_path)
+                self._vocabulary = await asyncio.to_thread(Vocabulary, self.model_path)
             except Exception:
                 logger.warning("token counts are estimated: the vocabulary did not load")
 
@@ -406,7 +406,7 @@ class ModelProcess:
         vocabulary = self._vocabulary
         if vocabulary is None:
             return (len(text) + 3) // 4
-        return len(vocabulary.tokenize(text.encode(), add_bos=False, special=True))
+        return vocabulary.count(text)
 
     # --- generation -------------------------------------------------------------------------
 
@@ -433,7 +433,7 @@ class ModelProcess:
                 self.socket_path, limit=protocol.LINE_LIMIT
             )
         except OSError as exc:
-            raise self._stopped() from exc
+            raise await self._stopped() from exc
         self._in_flight += 1
         finished = False
         cancellation = cancellation or Cancellation()
@@ -485,9 +485,9 @@ class ModelProcess:
         try:
             line = await reader.readline()
         except (OSError, ValueError) as exc:
-            raise self._stopped() from exc
+            raise await self._stopped() from exc
         if not line:
-            raise self._stopped()
+            raise await self._stopped()
         return protocol.decode(line)
 
     async def _collect(
@@ -514,8 +514,17 @@ class ModelProcess:
         if result.finish_reason != "cancelled":
             self._average_seconds = 0.8 * self._average_seconds + 0.2 * seconds
 
-    def _stopped(self) -> ProviderError:
+    async def _stopped(self) -> ProviderError:
         """The connection broke: the process died (its supervisor restarts it)."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            # The socket closes a moment before the process can be reaped.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await process.wait()
+        return self._stop_error()
+
+    def _stop_error(self) -> ProviderError:
         process = self._process
         detail = (
             describe_exit(process.returncode)
@@ -550,7 +559,7 @@ class ModelProcess:
             connection.connect(self.socket_path)
         except OSError as exc:
             connection.close()
-            raise self._stopped() from exc
+            raise self._stop_error() from exc
         if cancellation is not None:
             cancellation.on_cancel(lambda: _quietly_shutdown(connection))
         request = {
@@ -571,7 +580,7 @@ class ModelProcess:
                     return
                 else:
                     raise protocol.parse_error(message.get("error") or {})
-            raise self._stopped()
+            raise self._stop_error()
 
 
 def _quietly_shutdown(connection: socket.socket) -> None:
@@ -588,7 +597,27 @@ def _child_environment() -> dict[str, str]:
     }
 
 
-def _load_vocabulary(model_path: str) -> Any:
-    import llama_cpp
+class Vocabulary:
+    """The model's tokenizer alone: its vocabulary, loaded without weights or a context."""
 
-    return llama_cpp.Llama(model_path=model_path, vocab_only=True, verbose=False)
+    def __init__(self, model_path: str) -> None:
+        import llama_cpp
+
+        self._llama = llama_cpp
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        self._model = llama_cpp.llama_model_load_from_file(model_path.encode(), params)
+        if not self._model:
+            raise ValueError(f"could not read the vocabulary of {model_path}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+
+    def count(self, text: str) -> int:
+        data = text.encode()
+        # With no room for tokens, llama.cpp answers minus the number it would write.
+        count = self._llama.llama_tokenize(self._vocab, data, len(data), None, 0, False, True)
+        return abs(int(count))
+
+    def close(self) -> None:
+        if self._model:
+            self._llama.llama_model_free(self._model)
+            self._model = None
