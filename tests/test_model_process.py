@@ -235,3 +235,41 @@ def test_protocol_lines_round_trip() -> None:
         400,
         False,
     )
+
+
+async def test_serve_workers_share_one_model_process(tmp_path: Path) -> None:
+    from tests.procs import redis_server, server_process
+
+    async with redis_server(tmp_path) as redis:
+        env = {"STREAMFORGE_LLM__PROVIDER": "local", "STREAMFORGE_REDIS__URL": redis.url}
+        async with server_process(tmp_path, env, workers=2, startup_timeout=180) as server:
+            workers: dict[str, dict[str, Any]] = {}
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                for _ in range(60):
+                    # New connections land on either worker.
+                    async with httpx.AsyncClient(base_url=server.url, timeout=30) as fresh:
+                        health = (await fresh.get("/health")).json()
+                    workers[health["components"]["event_log"]["worker"]] = health
+                    if len(workers) == 2:
+                        break
+                answers = [
+                    await read_chat(client, {"message": "Hi", "max_tokens": 6}, timeout=TIMEOUT)
+                    for _ in range(2)
+                ]
+            model_processes = [
+                pid for pid in server.group_pids() if b"local.worker" in _cmdline(pid)
+            ]
+
+    assert len(workers) == 2
+    pids = {h["components"]["provider"]["pid"] for h in workers.values()}
+    # Both workers use the same model process, the only one the server started.
+    assert len(pids) == 1 and model_processes == list(pids)
+    assert all(h["components"]["provider"]["status"] == "ok" for h in workers.values())
+    assert all(a.done["status"] == "completed" and a.text for a in answers)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -97,6 +97,10 @@ def serve(
             f"--workers {count} needs a shared event log: set STREAMFORGE_REDIS__URL "
             "(and a PostgreSQL STREAMFORGE_DATABASE__URL for several machines)"
         )
+    if count > 1:
+        # Each worker brings the schema up to date as it starts; on a new database several
+        # doing it at once would collide, so the parent does it first.
+        _migrate(settings)
     host_model = _shared_model_host(settings, count)
     try:
         uvicorn.run(
@@ -111,6 +115,23 @@ def serve(
     finally:
         if host_model is not None:
             host_model.stop()
+
+
+def _migrate(settings: Settings) -> None:
+    import asyncio
+
+    from streamforge.db.engine import create_engine
+    from streamforge.db.migrate import upgrade_to_head
+
+    async def upgrade() -> None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade_to_head(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(upgrade())
 
 
 def _shared_model_host(settings: Settings, workers: int) -> ModelHost | None:
