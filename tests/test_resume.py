@@ -103,8 +103,12 @@ async def test_cancel_stops_generation_and_keeps_the_partial_text(
         assert reply["status"] == "cancelled"
         assert reply["content"] == stream.text
 
+        # Found stopped by a cancel: the answer says so; a completed stream's says not.
         again = await client.post(f"/chat/streams/{stream_id}/cancel")
-        assert again.json()["cancelled"] is False
+        assert again.json()["cancelled"] is True
+        short = await read_sse(f"{server.url}/chat", "POST", json={"message": "b", "max_tokens": 2})
+        late = await client.post(f"/chat/streams/{short.session['stream_id']}/cancel")
+        assert late.json()["cancelled"] is False
         missing = await client.post("/chat/streams/0190a0a0-0000-7000-8000-000000000000/cancel")
         assert missing.status_code == 404
 
