@@ -8,12 +8,14 @@ The same, across two workers on PostgreSQL and Redis, is in tests/test_stream_cl
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from streamforge.chains.providers.base import GenerationRequest
 from streamforge.chains.providers.simulated import SimulatedProvider
@@ -23,7 +25,7 @@ from streamforge.services.streams import StreamManager, StreamRun
 from streamforge.streaming.events import EventType
 from streamforge.streaming.log import InProcessEventLog, StreamBuffer
 from tests.conftest import AppFactory, live_server
-from tests.procs import Event, SSEResult, read_sse, server_process
+from tests.procs import Event, SSEResult, free_port, read_sse, server_process
 
 # -- the stream manager ----------------------------------------------------------------------
 
@@ -349,3 +351,34 @@ async def test_deleting_a_session_mid_stream_stops_its_generation(
         # A cancel afterwards finds it stopped the way a cancel does.
         again = await client.post(f"/chat/streams/{stream_id}/cancel")
         assert again.json()["cancelled"] is True
+
+
+# -- errors clients see ----------------------------------------------------------------------
+
+
+async def test_the_retryable_stream_error_names_no_address_or_library_message(
+    app_factory: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis unreachable: the resume's retryable error, the cancel's 503 and the health
+    report say so without the address or the client library's message; the log has them."""
+    port = free_port()  # nothing listens there
+    app = app_factory(redis={"url": f"redis://127.0.0.1:{port}/0", "timeout": 1.0})
+    stream_id = "0190a0a0-0000-7000-8000-000000000000"
+    with caplog.at_level(logging.WARNING, logger="streamforge"):
+        async with live_server(app) as server, httpx.AsyncClient(base_url=server.url) as client:
+            resumed = await read_sse(
+                f"{server.url}/chat/streams/{stream_id}", headers={"Last-Event-ID": "3"}
+            )
+            cancel = await client.post(f"/chat/streams/{stream_id}/cancel")
+            health = (await client.get("/health")).json()["components"]["event_log"]
+    assert resumed.status == 200
+    [error] = resumed.events
+    assert error.event == "error" and error.id is None
+    body = error.json()
+    assert body["code"] == "event_log_unavailable" and body["retryable"] is True
+    assert cancel.status_code == 503
+    assert health["status"] == "error"
+    for shown in (error.data, cancel.text, str(health)):
+        for leak in (str(port), "127.0.0.1", "Error", "refused", "redis://", "(", "<"):
+            assert leak not in shown, (leak, shown)
+    assert any(str(port) in record.getMessage() for record in caplog.records)
