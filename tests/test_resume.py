@@ -1,15 +1,20 @@
-"""Resuming a stream with ``Last-Event-ID`` and stopping one, on the in-process event log."""
+"""Resuming a stream with ``Last-Event-ID`` and stopping one, on the in-process event log.
+
+``check_resume_ids`` is run on Redis too, across two workers (tests/test_stream_cluster.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 from httpx_sse import aconnect_sse
 
 from tests.conftest import AppFactory, live_server
-from tests.procs import read_sse
+from tests.procs import SSEResult, read_sse
 from tests.sse_client import ReadStream
+from tests.test_stream_end import one_done, started_stream
 
 SLOW = {"simulated_delay": 0.01}
 LONG = {"provider": "simulated", "simulated": {"min_words": 120}}
@@ -103,8 +108,12 @@ async def test_cancel_stops_generation_and_keeps_the_partial_text(
         assert reply["status"] == "cancelled"
         assert reply["content"] == stream.text
 
+        # Found stopped by a cancel: the answer says so; a completed stream's says not.
         again = await client.post(f"/chat/streams/{stream_id}/cancel")
-        assert again.json()["cancelled"] is False
+        assert again.json()["cancelled"] is True
+        short = await read_sse(f"{server.url}/chat", "POST", json={"message": "b", "max_tokens": 2})
+        late = await client.post(f"/chat/streams/{short.session['stream_id']}/cancel")
+        assert late.json()["cancelled"] is False
         missing = await client.post("/chat/streams/0190a0a0-0000-7000-8000-000000000000/cancel")
         assert missing.status_code == 404
 
@@ -172,3 +181,61 @@ async def test_a_retry_with_the_same_idempotency_key_attaches_to_the_first_strea
             f"{server.url}/chat", "POST", json={**body, "idempotency_key": "other"}
         )
         assert other.session["stream_id"] not in stream_ids
+
+
+async def check_resume_ids(producer: str, reader: str, heartbeat: float) -> None:
+    """Resume ids, read on ``reader`` from a stream generated on ``producer``: past the end
+    of a live stream, the resume follows it and closes at its done (no ping after it); past
+    the end of a finished one it is a 204; an id no stream can have is a 400 (never a
+    retryable error, which would make EventSource reconnect forever)."""
+    session, first = await started_stream(producer, after=3)
+    stream_id = str(session["stream_id"])
+
+    async def timed(last_event_id: str) -> tuple[SSEResult, float]:
+        result = await read_sse(
+            f"{reader}/chat/streams/{stream_id}", headers={"Last-Event-ID": last_event_id}
+        )
+        return result, time.perf_counter()
+
+    ahead = asyncio.create_task(timed("1000"))
+    whole = await first
+    done_at = one_done(whole).at
+    past, ended_at = await ahead
+    assert past.status == 200 and past.ended == "complete"
+    assert past.events == []
+    assert ended_at - done_at < heartbeat + 1.0
+    last = len(whole.events)
+
+    url = f"{reader}/chat/streams/{stream_id}"
+    async with httpx.AsyncClient() as client:
+        # A worker reading from Redis may see the end a moment after the producer's client.
+        deadline = time.monotonic() + 5
+        while (await client.get(url, headers={"Last-Event-ID": str(last)})).status_code != 204:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        for past_the_end in (str(last), str(last + 1), "1000", "9223372036854775807"):
+            response = await client.get(url, headers={"Last-Event-ID": past_the_end})
+            assert response.status_code == 204, (past_the_end, response.text)
+        for no_event in ("99999999999999999999", "9223372036854775808", "x1", "-1", "1.0"):
+            response = await client.get(url, headers={"Last-Event-ID": no_event})
+            assert response.status_code == 400, (no_event, response.text)
+            assert response.json()["error"]["code"] == "bad_request"
+        by_query = await client.get(url, params={"last_event_id": "99999999999999999999"})
+        assert by_query.status_code == 400
+        too_long = await client.get(url, headers={"Last-Event-ID": "1" * 21})
+        assert too_long.status_code == 422
+    replay = await read_sse(url, headers={"Last-Event-ID": "0"})
+    assert [e.id for e in replay.events] == [e.id for e in whole.events]
+    one_done(replay)
+    tail = await read_sse(url, headers={"Last-Event-ID": str(last - 1)})
+    assert [e.event for e in tail.events] == ["done"]
+
+
+async def test_resume_ids_past_the_end_and_out_of_range(app_factory: AppFactory) -> None:
+    heartbeat = 0.2
+    app = app_factory(
+        streaming={"simulated_delay": 0.01, "heartbeat_interval": heartbeat},
+        llm={"provider": "simulated", "simulated": {"min_words": 60}},
+    )
+    async with live_server(app) as server:
+        await check_resume_ids(server.url, server.url, heartbeat)

@@ -32,6 +32,18 @@ from tests.procs import (
     redis_server,
     server_process,
 )
+from tests.test_resume import check_resume_ids
+from tests.test_stream_end import (
+    CANCELS_AT_ONCE,
+    ONE_WORKER,
+    REPEATS,
+    active_streams,
+    completed_then_cancelled,
+    concurrent_cancel_trial,
+    following,
+    one_done,
+    started_stream,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -250,6 +262,84 @@ async def test_a_cancel_sent_to_the_second_stops_the_first_within_one_token(
         assert reply["status"] == "cancelled"
         assert reply["content"] == result.text
         assert await metric(second.url, "streamforge_cancels_total") == 1
+
+
+async def test_concurrent_cancels_across_two_workers_end_each_stream_once(
+    tmp_path: Path, database: str, redis: RedisServer
+) -> None:
+    """Cancels at once on both workers, readers on both: exactly one done each, within 2 s
+    of the first cancel, and every cancel answers true; then SIGTERM to the producer while
+    cancels to both are under way: it exits well within its grace period, and the clients on
+    either worker still get exactly one done."""
+    env = shared(database, redis, **ONE_WORKER)
+    async with server_pair(tmp_path, env) as (first, second), httpx.AsyncClient() as client:
+        for count in CANCELS_AT_ONCE:
+            for repeat in range(REPEATS):
+                producer, other = (first, second) if repeat % 2 == 0 else (second, first)
+                await concurrent_cancel_trial(client, producer.url, [other.url], count)
+        assert await active_streams(client, first.url) == 0
+        assert await active_streams(client, second.url) == 0
+        await completed_then_cancelled(client, [second.url, first.url])
+
+        session, reading = await started_stream(first.url)
+        stream_id = str(session["stream_id"])
+        resuming = [following(url, stream_id, "0") for url in (first.url, second.url)]
+        for _, connected in resuming:
+            await asyncio.wait_for(connected.wait(), 10)
+        cancels = asyncio.gather(
+            *(
+                client.post(f"{url}/chat/streams/{stream_id}/cancel", timeout=15)
+                for url in (first.url, second.url) * 3
+            ),
+            return_exceptions=True,
+        )
+        began = asyncio.get_running_loop().time()
+        code = await first.terminate(timeout=15)
+        took = asyncio.get_running_loop().time() - began
+        results = await asyncio.gather(reading, *(task for task, _ in resuming))
+        answers = await cancels
+    assert code in (0, -15)
+    assert took < 5.0, took
+    statuses = {one_done(result).json()["status"] for result in results}
+    assert len(statuses) == 1 and statuses <= {"cancelled", "interrupted"}
+    for answer in answers:
+        if isinstance(answer, httpx.Response) and answer.status_code == 200:
+            assert answer.json()["cancelled"] is (statuses == {"cancelled"})
+    reply = await reply_row(database, stream_id)
+    assert reply["status"] in statuses
+
+
+async def test_resume_ids_and_delete_across_workers(
+    tmp_path: Path, database: str, redis: RedisServer
+) -> None:
+    """On Redis, read by the other worker: resume ids past the end or out of range answer as
+    on the in-process log (tests/test_resume.py); a session deleted on the other worker
+    stops its generation, and its clients get their end events."""
+    heartbeat = 0.2
+    env = shared(
+        database,
+        redis,
+        STREAMFORGE_LLM__SIMULATED__MIN_WORDS="60",
+        STREAMFORGE_STREAMING__SIMULATED_DELAY="0.02",
+        STREAMFORGE_STREAMING__HEARTBEAT_INTERVAL=str(heartbeat),
+    )
+    async with server_pair(tmp_path, env) as (first, second):
+        await check_resume_ids(first.url, second.url, heartbeat)
+
+        session, reading = await started_stream(first.url, after=10)
+        stream_id = str(session["stream_id"])
+        resumed, connected = following(second.url, stream_id, "2")
+        await asyncio.wait_for(connected.wait(), 10)
+        async with httpx.AsyncClient(base_url=second.url) as client:
+            deleted = await client.delete(f"/sessions/{session['session_id']}")
+            assert deleted.status_code == 204
+            assert (await client.get(f"/sessions/{session['session_id']}")).status_code == 404
+        for result in await asyncio.gather(reading, resumed):
+            done = one_done(result).json()
+            assert done["status"] == "cancelled" and done["reason"] == "session_deleted"
+        assert len(reading.result().deltas) < 60
+        async with httpx.AsyncClient() as client:
+            assert await active_streams(client, first.url) == 0
 
 
 async def wait_for_status(database: str, stream_id: str, within: float = 15) -> asyncpg.Record:

@@ -140,7 +140,7 @@ class Components:
             streams=streams,
             chat=chat,
             completions=CompletionService(providers, streams, chat),
-            sessions=SessionService(database),
+            sessions=SessionService(database, streams),
             templates=templates,
             store=store,
             embeddings=embeddings,

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from streamforge.models import ChatSession, Message, MessageRole
+from streamforge.models import ChatSession, Message, MessageRole, MessageStatus
 from streamforge.models.base import utcnow
 
 
@@ -42,15 +42,26 @@ async def list_sessions(
     return result.scalars().all(), int(total or 0)
 
 
-async def delete_session(db: AsyncSession, owner_id: str, session_id: str) -> bool:
+async def delete_session(db: AsyncSession, owner_id: str, session_id: str) -> list[str] | None:
+    """Delete a session and its messages. Returns the streams of the replies it deleted while
+    they were still being generated, or None when there was no such session."""
     # Messages go explicitly too: SQLite enforces ON DELETE CASCADE only with foreign keys on.
-    await db.execute(
-        delete(Message).where(Message.session_id == session_id, Message.owner_id == owner_id)
+    deleted = await db.execute(
+        delete(Message)
+        .where(Message.session_id == session_id, Message.owner_id == owner_id)
+        .returning(Message.stream_id, Message.role, Message.status)
     )
+    streaming = [
+        stream_id
+        for stream_id, role, status in deleted.all()
+        if stream_id is not None
+        and role == MessageRole.ASSISTANT.value
+        and status == MessageStatus.STREAMING.value
+    ]
     result = await db.execute(
         delete(ChatSession).where(ChatSession.id == session_id, ChatSession.owner_id == owner_id)
     )
-    return bool(getattr(result, "rowcount", 0))
+    return streaming if getattr(result, "rowcount", 0) else None
 
 
 async def list_messages(

@@ -18,6 +18,7 @@ from streamforge.errors import BadRequest
 from streamforge.schemas.chat import ChatRequest
 from streamforge.schemas.common import ErrorResponse
 from streamforge.services.health import chat_health
+from streamforge.streaming.events import MAX_EVENT_ID
 from streamforge.streaming.log import EventLogUnavailable, StreamReader, Unreachable
 from streamforge.streaming.response import Ending, EventStreamResponse
 
@@ -85,8 +86,9 @@ _RESUME_DOC = (
     "Replays the events after `Last-Event-ID` (the header a browser's `EventSource` sends "
     "when it reconnects, or the `last_event_id` query parameter), then follows the stream "
     "live until its `done` event, on any worker when the event log is Redis. A stream that "
-    "is unknown, expired, or has nothing after that id answers `204 No Content`, which tells "
-    "`EventSource` to stop reconnecting. When the shared event log cannot be reached the "
+    "is unknown, expired, or finished with nothing after that id answers `204 No Content`, "
+    "which tells `EventSource` to stop reconnecting. An id that is not decimal digits, or is "
+    "above 9223372036854775807, is a `400`. When the shared event log cannot be reached the "
     "stream answers one `event: error` with `retryable: true` and closes, so `EventSource` "
     "tries again after the `retry:` delay."
 )
@@ -125,7 +127,8 @@ async def resume(
         return Response(status_code=204)
     streams = components.streams
     components.metrics.resumes.inc()
-    follows = not stream.closed
+    # An unreachable log: the response is one retryable error, nothing to follow.
+    follows = not stream.closed and not isinstance(stream, Unreachable)
     if follows:
         await streams.reader_joined(stream_id)
 
@@ -154,8 +157,10 @@ async def cancel(
     stream_id: str, owner: OwnerDep, service: ChatServiceDep, components: ComponentsDep
 ) -> dict[str, Any]:
     """Stops the generation at once; the reply is stored `cancelled` with its text so far,
-    and the stream ends with `done` (`finish_reason` `cancelled`). `cancelled` is false when
-    the stream had already ended."""
+    and the stream ends with `done` (`finish_reason` `cancelled`). The answer comes once the
+    stream has ended: `cancelled` is true when it ended cancelled (by this call or an earlier
+    one, also when several arrive at once), false when it had ended some other way
+    (completed, failed, interrupted)."""
     cancelled = await service.cancel(owner, stream_id)
     if cancelled:
         components.metrics.cancels.inc()
@@ -163,9 +168,11 @@ async def cancel(
 
 
 def _event_id(raw: str | None) -> int:
+    """The same rule whichever event log holds the stream: decimal digits, at most
+    ``MAX_EVENT_ID`` (a larger id names no event of any stream)."""
     if raw is None or raw == "":
         return 0
-    if not (raw.isascii() and raw.isdigit()):
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_EVENT_ID:
         raise BadRequest("Last-Event-ID must be an event id received from this stream")
     return int(raw)
 

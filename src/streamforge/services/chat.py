@@ -45,7 +45,7 @@ from streamforge.services.memory import MemoryService, SessionMemory, StoredTurn
 from streamforge.services.retrieval import RetrievalService
 from streamforge.services.streams import StreamManager, StreamRun
 from streamforge.services.templates import TemplateService
-from streamforge.streaming.events import EventType, StreamEvent
+from streamforge.streaming.events import EventType
 from streamforge.streaming.log import (
     EventLogUnavailable,
     StreamReader,
@@ -338,23 +338,17 @@ class ChatService:
 
     async def cancel(self, owner_id: str, stream_id: str) -> bool:
         """Stop a running generation, on whichever worker runs it; the reply is stored
-        ``cancelled`` with its text so far. False when the stream had already ended."""
+        ``cancelled`` with its text so far. True when the stream ended cancelled, by this call
+        or an earlier one; False when it ended some other way (completed, failed,
+        interrupted) or its end did not come in time."""
         try:
             reader = await self.open_stream(owner_id, stream_id)
         except EventLogUnavailable as exc:
             raise ServiceUnavailable(exc.message) from None
         if reader is None:
             raise NotFound(f"stream {stream_id!r} not found")
-        if self.streams.is_local(stream_id):
-            stopped = self.streams.stop(stream_id, MessageStatus.CANCELLED)
-            if stopped:
-                await self.streams.wait(stream_id)
-            return stopped
-        if reader.closed:
-            return False
         try:
-            await self.streams.log.signal({"op": "cancel", "stream_id": stream_id})
-            done = await _until_done(reader, _CANCEL_WAIT)
+            done = await self.streams.cancel(reader, timeout=_CANCEL_WAIT)
         except EventLogUnavailable as exc:
             raise ServiceUnavailable(exc.message) from None
         return done is not None and done.get("status") == MessageStatus.CANCELLED.value
@@ -383,22 +377,6 @@ class ChatService:
             async with self.database.write() as db:
                 await repo.set_citations(db, assistant_id, citations)
         return grounded_prompt(system, chunks)
-
-
-async def _until_done(reader: StreamReader, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
-    """Follow a stream to its ``done`` event; None if it does not come within ``timeout``."""
-    cursor = reader.last_id
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        events: list[StreamEvent] = await reader.read(cursor, min(left, 1.0))
-        if events:
-            cursor = events[-1].id
-            if events[-1].is_terminal:
-                data: dict[str, Any] = events[-1].data
-                return data
-        elif reader.closed:
-            return None
-    return None
 
 
 def _replay(user: Message, reply: Message) -> StreamReader:

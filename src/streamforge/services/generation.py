@@ -27,7 +27,7 @@ from streamforge.chains.providers.base import (
 )
 from streamforge.chains.providers.errors import classify
 from streamforge.models import MessageStatus
-from streamforge.services.streams import StreamRun
+from streamforge.services.streams import StreamRun, to_the_end
 from streamforge.streaming.events import EventType, LineBreakNormaliser
 
 logger = logging.getLogger(__name__)
@@ -157,30 +157,36 @@ async def generate(
         if run.stop_detail == "shutdown" and status is MessageStatus.INTERRUPTED:
             error_body = dict(SHUTDOWN_ERROR)
         outcome = Outcome(status, text, usage, provider.name, error_body, tried)
-        # Shielded: the reply must be recorded even when this task is cancelled again.
-        await asyncio.shield(_safe_finish(finish, outcome))
-        if error_body is not None:
-            buffer.append(EventType.ERROR, error_body)
-        buffer.append(EventType.USAGE, usage.as_dict())
-        buffer.append(
-            EventType.DONE,
-            {
-                "finish_reason": FINISH_REASON[status],
-                "status": status.value,
-                "provider": provider.name,
-                **({"reason": run.stop_detail} if run.stop_detail else {}),
-                **(extra_done or {}),
-                "usage": usage.as_dict(),
-                "timings": {
-                    "total_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "ttft_ms": (
-                        round((first_token_at - started) * 1000, 3)
-                        if first_token_at is not None
-                        else None
-                    ),
-                },
+        done = {
+            "finish_reason": FINISH_REASON[status],
+            "status": status.value,
+            "provider": provider.name,
+            **({"reason": run.stop_detail} if run.stop_detail else {}),
+            **(extra_done or {}),
+            "usage": usage.as_dict(),
+            "timings": {
+                "total_ms": round((time.perf_counter() - started) * 1000, 3),
+                "ttft_ms": (
+                    round((first_token_at - started) * 1000, 3)
+                    if first_token_at is not None
+                    else None
+                ),
             },
-        )
+        }
+        # To the end even when this task is cancelled again meanwhile: the reply must be
+        # recorded and the stream closed, exactly once.
+        await to_the_end(_close(run, finish, outcome, done))
+
+
+async def _close(run: StreamRun, finish: Finish, outcome: Outcome, done: dict[str, Any]) -> None:
+    """Record the reply, then log the stream's last events: ``error`` (if any), ``usage``,
+    ``done``."""
+    await _safe_finish(finish, outcome)
+    buffer = run.buffer
+    if outcome.error is not None:
+        buffer.append(EventType.ERROR, outcome.error)
+    buffer.append(EventType.USAGE, outcome.usage.as_dict())
+    buffer.append(EventType.DONE, done)
 
 
 async def _attempts(

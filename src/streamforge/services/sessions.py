@@ -1,6 +1,13 @@
-"""Sessions and their messages: create, list, read, rename, delete."""
+"""Sessions and their messages: create, list, read, rename, delete.
+
+Deleting a session stops its replies still being generated, on whichever worker: their
+streams end like a cancel (``done`` with status ``cancelled``, reason ``session_deleted``).
+"""
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,6 +18,13 @@ from streamforge.models import ChatSession
 from streamforge.repositories import sessions as repo
 from streamforge.schemas.common import Page
 from streamforge.schemas.sessions import MessagePublic, SessionPublic
+from streamforge.services.streams import StreamManager
+from streamforge.streaming.log import EventLogUnavailable
+
+logger = logging.getLogger(__name__)
+
+# How long a delete waits for the generations it stopped to end.
+_STOP_WAIT = 10.0
 
 
 def _not_found(session_id: str) -> NotFound:
@@ -18,8 +32,9 @@ def _not_found(session_id: str) -> NotFound:
 
 
 class SessionService:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, streams: StreamManager | None = None) -> None:
         self.database = database
+        self.streams = streams
 
     async def create(self, owner_id: str, title: str | None) -> SessionPublic:
         async with self.database.write() as db:
@@ -47,8 +62,24 @@ class SessionService:
         if not is_valid_id(session_id):
             raise _not_found(session_id)
         async with self.database.write() as db:
-            if not await repo.delete_session(db, owner_id, session_id):
+            streaming = await repo.delete_session(db, owner_id, session_id)
+            if streaming is None:
                 raise _not_found(session_id)
+        # Once the rows are gone, so that no turn started meanwhile escapes; the end of a
+        # stopped reply then updates nothing.
+        if streaming and self.streams is not None:
+            await asyncio.gather(*(self._stop(owner_id, s) for s in streaming))
+
+    async def _stop(self, owner_id: str, stream_id: str) -> None:
+        assert self.streams is not None
+        try:
+            reader = await self.streams.log.open(stream_id)
+            if reader is None or reader.owner_id != owner_id:
+                return
+            await self.streams.cancel(reader, "session_deleted", timeout=_STOP_WAIT)
+        except EventLogUnavailable as exc:
+            # The rows are gone already; the generation, unreachable, runs to its end.
+            logger.warning("could not stop stream %s of a deleted session: %s", stream_id, exc)
 
     async def messages(
         self, owner_id: str, session_id: str, *, limit: int, offset: int

@@ -6,22 +6,71 @@ follow it, on any worker; when the last one leaves, the disconnect policy decide
 stops generation at once (within one token), ``continue`` lets it run for a grace period and
 stops it then unless a client has resumed. Cancel, attach and detach travel as control signals
 through the event log, so they reach the run on whichever worker produces it.
+
+A stream ends exactly once, however many stops reach it (cancels, disconnects, a deleted
+session, shutdown): the first stop decides why it ended and cancels the task; later ones only
+wait. Whatever happens to the producer, its stream is closed with ``done`` when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from streamforge.models import MessageStatus
-from streamforge.streaming.log import EventLog, EventLogUnavailable, Signal, StreamBuffer
+from streamforge.streaming.events import EventType, StreamEvent
+from streamforge.streaming.log import (
+    EventLog,
+    EventLogUnavailable,
+    Signal,
+    StreamBuffer,
+    StreamReader,
+)
 
 logger = logging.getLogger(__name__)
 
 Producer = Callable[["StreamRun"], Coroutine[Any, Any, None]]
 DoneCallback = Callable[[StreamBuffer], Awaitable[None]]
+T = TypeVar("T")
+
+# Why a stop happened, beyond its status (the ``reason`` of the ``done`` event).
+STOP_DETAILS = frozenset({"shutdown", "session_deleted"})
+
+# The end of a stream whose producer never logged one (a bug, or a task cancelled before it
+# ran): the stream still gets its ``done``, so no reader waits forever.
+ABANDONED_ERROR = {
+    "code": "internal_error",
+    "message": "the answer ended unexpectedly; send the message again",
+    "retryable": True,
+}
+
+
+async def to_the_end(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end even when the calling task is cancelled meanwhile (once or
+    many times); the cancellation is raised once ``work`` is done.
+
+    For what must happen exactly once after generation stops: recording the reply and
+    logging ``usage`` and ``done``. ``asyncio.shield`` alone keeps ``work`` running but lets
+    the caller go on at the first cancellation, skipping whatever it does next.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+            continue
+        break
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 class StreamRun:
@@ -35,6 +84,7 @@ class StreamRun:
         "parts",
         "readers",
         "saved",
+        "started",
         "stop_detail",
         "stop_reason",
         "stream_id",
@@ -45,8 +95,11 @@ class StreamRun:
         self.stream_id = stream_id
         self.buffer = buffer
         self.task: asyncio.Task[None] | None = None
+        # Set once the task runs: a stop before then is carried out by the task itself.
+        self.started = False
+        # Set by the first stop only: how the stream ends, and why beyond the status
+        # ("shutdown" when the server is stopping, "session_deleted").
         self.stop_reason: MessageStatus | None = None
-        # Why, beyond the status: "shutdown" when the server is stopping.
         self.stop_detail: str | None = None
         # Responses following the stream, on any worker; the one that started it counts.
         self.readers = 1
@@ -92,6 +145,12 @@ class StreamManager:
         return run
 
     async def _drive(self, run: StreamRun, produce: Producer) -> None:
+        run.started = True
+        task = asyncio.current_task()
+        if run.stop_reason is not None and task is not None:
+            # Stopped before it ran: the producer meets the cancellation at its first await
+            # and records the end like any other stop.
+            task.cancel()
         try:
             await produce(run)
         except asyncio.CancelledError:
@@ -99,19 +158,36 @@ class StreamManager:
         except Exception:  # the producer records its own failures; this is the last resort
             logger.exception("stream %s crashed", run.stream_id)
         finally:
+            # A stop arriving now finds the run gone: the end below is this stream's only one.
             self._runs.pop(run.stream_id, None)
             if run.grace is not None:
                 run.grace.cancel()
-            for callback in run.done_callbacks:
-                try:
-                    await asyncio.shield(callback(run.buffer))
-                except Exception:
-                    logger.exception("a callback of stream %s failed", run.stream_id)
-            if self.on_finish is not None:
-                try:
-                    self.on_finish(run.buffer)
-                except Exception:
-                    logger.exception("observing stream %s failed", run.stream_id)
+            with contextlib.suppress(asyncio.CancelledError):
+                await to_the_end(self._ended(run))
+
+    async def _ended(self, run: StreamRun) -> None:
+        if not run.buffer.closed:
+            logger.error("stream %s ended without a done event; closing it", run.stream_id)
+            status = run.stop_reason or MessageStatus.FAILED
+            run.buffer.append(EventType.ERROR, dict(ABANDONED_ERROR))
+            run.buffer.append(
+                EventType.DONE,
+                {
+                    "finish_reason": "error" if status is MessageStatus.FAILED else status.value,
+                    "status": status.value,
+                    **({"reason": run.stop_detail} if run.stop_detail else {}),
+                },
+            )
+        for callback in run.done_callbacks:
+            try:
+                await callback(run.buffer)
+            except Exception:
+                logger.exception("a callback of stream %s failed", run.stream_id)
+        if self.on_finish is not None:
+            try:
+                self.on_finish(run.buffer)
+            except Exception:
+                logger.exception("observing stream %s failed", run.stream_id)
 
     def unsaved(self) -> list[tuple[StreamRun, int]]:
         """Runs whose reply has text that no checkpoint stored yet, with their part count."""
@@ -136,14 +212,43 @@ class StreamManager:
         return stream_id in self._runs
 
     def stop(self, stream_id: str, reason: MessageStatus, detail: str | None = None) -> bool:
+        """Stop a generation of this worker; True while it is stopping (by this call or an
+        earlier one), False when it is not here or has ended.
+
+        Only the first stop cancels the task: a second cancellation would interrupt the
+        producer while it records the end, and the stream would never get its ``done``."""
         run = self._runs.get(stream_id)
         if run is None or run.task is None or run.task.done():
             return False
-        if run.stop_reason is None:
-            run.stop_reason = reason
-            run.stop_detail = detail
-        run.task.cancel()
+        if run.stop_reason is not None:
+            return True
+        run.stop_reason = reason
+        run.stop_detail = detail
+        if run.started:
+            run.task.cancel()
         return True
+
+    async def cancel(
+        self,
+        reader: StreamReader,
+        detail: str | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> dict[str, Any] | None:
+        """Stop a stream on whichever worker generates it and wait for its end: the data of
+        its ``done`` event, or None when that did not come within ``timeout``. The stream
+        ended ``cancelled`` when this call or an earlier one stopped it; otherwise it had
+        already ended (or was ending) some other way, which ``done`` tells.
+        Raises ``EventLogUnavailable`` when the producing worker cannot be reached."""
+        stream_id = reader.stream_id
+        if stream_id in self._runs:
+            self.stop(stream_id, MessageStatus.CANCELLED, detail)
+            await self.wait(stream_id)
+        elif not reader.closed:
+            signal: Signal = {"op": "cancel", "stream_id": stream_id}
+            if detail is not None:
+                signal["detail"] = detail
+            await self.log.signal(signal)
+        return await until_done(reader, timeout)
 
     # -- readers joining and leaving, on any worker ------------------------------------
 
@@ -202,7 +307,9 @@ class StreamManager:
             return
         op = signal.get("op")
         if op == "cancel":
-            self.stop(stream_id, MessageStatus.CANCELLED)
+            detail = signal.get("detail")
+            known = detail if detail in STOP_DETAILS else None
+            self.stop(stream_id, MessageStatus.CANCELLED, known)
         elif op == "attach":
             self.attach(stream_id)
         elif op == "detach":
@@ -229,3 +336,20 @@ class StreamManager:
                 tasks.append(run.task)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def until_done(reader: StreamReader, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
+    """Follow a stream to its ``done`` event (the last logged one counts): its data, or None
+    if it does not come within ``timeout`` or the stream is gone."""
+    cursor = max(reader.last_id - 1, 0)
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        events: list[StreamEvent] = await reader.read(cursor, min(left, 1.0))
+        if events:
+            cursor = events[-1].id
+            if events[-1].is_terminal:
+                data = events[-1].data
+                return data if isinstance(data, dict) else None
+        elif reader.closed:
+            return None
+    return None

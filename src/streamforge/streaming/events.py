@@ -11,6 +11,10 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+# The largest event id: a signed 64-bit integer, which every log can store (a Redis entry id
+# takes up to 2**64 - 1). A Last-Event-ID above it names no event of any stream.
+MAX_EVENT_ID = 2**63 - 1
+
 
 class EventType(enum.StrEnum):
     MESSAGE = "message"

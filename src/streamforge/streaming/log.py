@@ -131,11 +131,16 @@ class StreamBuffer:
         return data if isinstance(data, dict) else None
 
     async def read(self, after: int, timeout: float) -> list[StreamEvent]:  # noqa: ASYNC109
-        events = self.events[max(after, 0) :]
-        if events or self.closed:
-            return events
-        await self.wait(after, timeout)
-        return self.events[max(after, 0) :]
+        # Every append wakes the waiters; one that is past the last event (a resume with an
+        # id from a worker ahead of this log) waits on, not returning empty on each.
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.events[max(after, 0) :]
+            if events or self.closed:
+                return events
+            left = deadline - time.monotonic()
+            if left <= 0 or not await self.wait(after, left):
+                return []
 
     def after(self, last_id: int) -> list[StreamEvent]:
         # Ids are 1-based positions, so the events after ``last_id`` start at that index.

@@ -28,7 +28,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from streamforge.streaming.events import EventType, StreamEvent
+from streamforge.streaming.events import MAX_EVENT_ID, EventType, StreamEvent
 from streamforge.streaming.log import (
     EventLogUnavailable,
     InProcessEventLog,
@@ -41,6 +41,13 @@ logger = logging.getLogger(__name__)
 
 _BATCH = 256  # streams per pipeline
 _TYPES = {t.value.encode(): t for t in EventType}
+_UNAVAILABLE = "the shared event log is unavailable; try again shortly"
+
+
+def _unavailable(exc: BaseException) -> EventLogUnavailable:
+    """The error a client sees: no address, no client library message (the log keeps them)."""
+    logger.warning("Redis event log unavailable: %s: %s", type(exc).__name__, exc)
+    return EventLogUnavailable(_UNAVAILABLE)
 
 
 def entry_id(event_id: int) -> str:
@@ -81,6 +88,8 @@ class RemoteStream:
             self._reading.cancel()
 
     async def read(self, after: int, timeout: float) -> list[StreamEvent]:  # noqa: ASYNC109
+        if self._interrupted is None:
+            self._interrupted = self.log.stopping
         if self._interrupted is not None:
             raise EventLogUnavailable(self._interrupted, code="shutdown")
         task = asyncio.current_task()
@@ -96,12 +105,16 @@ class RemoteStream:
         finally:
             self._reading = None
             self.log.readers.discard(self)
+        if not events and await self.log.finished(self.stream_id):
+            # Ended (or expired) while nothing came after ``after``: whatever the producer
+            # logged before marking it closed is in Redis now, so one last look without
+            # waiting; a reader that was past the end then ends too, with no ping after done.
+            events = await self.log.read(self.stream_id, after, 0)
+            self.closed = True
         if events:
             self.last_id = max(self.last_id, events[-1].id)
             if events[-1].is_terminal:
                 self.closed = True
-        elif not await self.log.exists(self.stream_id):
-            self.closed = True  # expired while it was followed: nothing more will come
         return events
 
 
@@ -129,6 +142,8 @@ class RedisEventLog:
         self.channel = f"{prefix}control"
         self.on_signal: Any = None
         self.readers: set[RemoteStream] = set()
+        # Set at shutdown: every reader of another worker's stream ends, new ones at once.
+        self.stopping: str | None = None
         self._pending: dict[str, StreamBuffer] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -242,31 +257,40 @@ class RedisEventLog:
                     return None
                 last: Any = await self.client.xrevrange(self._key(stream_id), "+", "-", count=1)
         except (RedisError, OSError, TimeoutError) as exc:
-            raise EventLogUnavailable(f"the event log (Redis) is unavailable: {exc}") from exc
+            raise _unavailable(exc) from exc
         last_id = _event(last[0]).id if last else 0
         owner = meta.get(b"owner", b"").decode() or None
         return RemoteStream(self, stream_id, owner, last_id, meta.get(b"closed") == b"1")
 
     async def read(self, stream_id: str, after: int, timeout: float) -> list[StreamEvent]:  # noqa: ASYNC109
-        block = max(1, int(timeout * 1000))
+        """The entries after ``after``, waiting up to ``timeout`` for one (0: no wait)."""
+        # Ids the router accepts fit a Redis entry id; larger ones would be a Redis error.
+        after = min(max(after, 0), MAX_EVENT_ID)
+        block = max(1, int(timeout * 1000)) if timeout > 0 else None
         try:
             async with asyncio.timeout(timeout + self.timeout):
                 reply: Any = await self.client.xread(
                     {self._key(stream_id): entry_id(after)}, count=1000, block=block
                 )
         except (RedisError, OSError, TimeoutError) as exc:
-            raise EventLogUnavailable(f"the event log (Redis) is unavailable: {exc}") from exc
+            raise _unavailable(exc) from exc
         if not reply:
             return []
         entries: Any = reply[0][1]
         return [_event(entry) for entry in entries]
 
-    async def exists(self, stream_id: str) -> bool:
+    async def finished(self, stream_id: str) -> bool:
+        """The stream has its ``done`` in Redis (its producer marks it closed in the same
+        pipeline), or is gone (expired)."""
         try:
             async with asyncio.timeout(self.timeout):
-                return bool(await self.client.exists(self._key(stream_id)))
+                pipe = self.client.pipeline(transaction=False)
+                pipe.exists(self._key(stream_id))
+                pipe.hget(self._meta(stream_id), "closed")
+                exists, closed = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
-            raise EventLogUnavailable(f"the event log (Redis) is unavailable: {exc}") from exc
+            raise _unavailable(exc) from exc
+        return not exists or closed == b"1"
 
     async def recover(self, stream_id: str) -> list[StreamEvent] | None:
         buffer = self.local.get(stream_id)
@@ -276,7 +300,7 @@ class RedisEventLog:
             async with asyncio.timeout(self.timeout):
                 entries: Any = await self.client.xrange(self._key(stream_id), "-", "+")
         except (RedisError, OSError, TimeoutError) as exc:
-            raise EventLogUnavailable(f"the event log (Redis) is unavailable: {exc}") from exc
+            raise _unavailable(exc) from exc
         if not entries:
             return None
         return [_event(entry) for entry in entries]
@@ -306,7 +330,7 @@ class RedisEventLog:
             async with asyncio.timeout(self.timeout):
                 await self.client.publish(self.channel, orjson.dumps(signal))
         except (RedisError, OSError, TimeoutError) as exc:
-            raise EventLogUnavailable(f"the event log (Redis) is unavailable: {exc}") from exc
+            raise _unavailable(exc) from exc
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -333,6 +357,7 @@ class RedisEventLog:
             backoff = min(backoff * 2, 5.0)
 
     def interrupt_readers(self, message: str) -> None:
+        self.stopping = message
         for reader in list(self.readers):
             reader.interrupt(message)
 
@@ -368,5 +393,6 @@ class RedisEventLog:
             async with asyncio.timeout(self.timeout):
                 await self.client.ping()
         except (RedisError, OSError, TimeoutError) as exc:
-            return {**report, "status": "error", "error": str(exc) or type(exc).__name__}
+            logger.warning("Redis event log health check failed: %s: %s", type(exc).__name__, exc)
+            return {**report, "status": "error", "error": "Redis is unreachable"}
         return {**report, "status": "ok"}
