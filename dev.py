@@ -44,7 +44,6 @@ STAMP = VENV / ".streamforge-installed"
 LOCKS = ROOT / "locks"
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
 CHROMIUM = "/usr/bin/chromium"
-NGINX = "/usr/sbin/nginx"
 LLAMA = "llama-cpp-python"
 # The platform the locks are resolved for (hashes of every file are kept, but markers and
 # the CPU build of torch are this platform's).
@@ -219,7 +218,7 @@ def ensure_postgres() -> None:
         )
 
 
-def apt_install(package: str, present: Path | str) -> bool:
+def apt_install(package: str, present: Path | str, *, recommends: bool = False) -> bool:
     """Install a Debian package when ``present`` (a path or a program) is missing, as root."""
     if Path(present).exists() or shutil.which(str(present)):
         return True
@@ -227,7 +226,8 @@ def apt_install(package: str, present: Path | str) -> bool:
     if apt and hasattr(os, "geteuid") and os.geteuid() == 0:
         quiet = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run([apt, "update", "-q"], env=quiet)
-        subprocess.run([apt, "install", "-y", "-q", "--no-install-recommends", package], env=quiet)
+        extra = [] if recommends else ["--no-install-recommends"]
+        subprocess.run([apt, "install", "-y", "-q", *extra, package], env=quiet)
     return Path(present).exists() or bool(shutil.which(str(present)))
 
 
@@ -238,7 +238,7 @@ def ensure_test_programs() -> None:
         sys.exit(
             "The tests need the redis-server program (Debian/Ubuntu: apt install redis-server)."
         )
-    if os.name != "nt" and not apt_install("chromium", CHROMIUM):
+    if os.name != "nt" and not apt_install("chromium", CHROMIUM, recommends=True):
         sys.exit(f"The browser tests need Chromium at {CHROMIUM} (Debian: apt install chromium).")
 
 

@@ -138,6 +138,30 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """``process_cpu_seconds`` of a process and of its living descendants (a server and, say,
+    the model process it supervises)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    total, todo, seen = 0.0, [pid], False
+    while todo:
+        current = todo.pop()
+        seconds = process_cpu_seconds(current)
+        if seconds is not None:
+            total += seconds
+            seen = True
+        todo.extend(children.get(current, []))
+    return total if seen else None
+
+
 def machine_busy_seconds() -> float | None:
     """CPU time all processes of the machine have used (every core), from /proc/stat."""
     try:
