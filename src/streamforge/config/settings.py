@@ -36,6 +36,10 @@ class AuthSettings(BaseModel):
     allow_unauthenticated_remote: bool = False
     # Seconds a worker remembers a key lookup; a revoked key stops working within this.
     key_cache_seconds: float = Field(default=5.0, ge=0)
+    # GET /metrics describes every user's traffic: with authentication on it needs an
+    # administrator's key, unless this opens it to anyone who can reach the port (a scraper on
+    # a network you trust).
+    public_metrics: bool = False
 
 
 class CorsSettings(BaseModel):
