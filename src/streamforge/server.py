@@ -123,6 +123,7 @@ class _Guarded:
 
     _header_timer: asyncio.TimerHandle | None = None
     _refused = False
+    _last_refusal_log = float("-inf")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         settings = _settings()
@@ -165,7 +166,13 @@ class _Guarded:
     def _refuse(self, transport: asyncio.Transport) -> None:
         self._refused = True
         self.transport = transport
-        logger.warning("refused a connection: %d connections are open", len(self.connections))
+        now = self.loop.time()
+        if now - _Guarded._last_refusal_log >= 10:  # a flood must not flood the log too
+            _Guarded._last_refusal_log = now
+            logger.warning(
+                "refusing connections: %d are open (STREAMFORGE_SERVER__MAX_CONNECTIONS)",
+                len(self.connections),
+            )
         transport.write(TOO_MANY_CONNECTIONS)
         if transport.can_write_eof():
             transport.write_eof()
