@@ -17,7 +17,8 @@ from streamforge import SERVICE_NAME, __version__, http_errors
 from streamforge.components import Components
 from streamforge.config.settings import Settings
 from streamforge.deps import authenticate
-from streamforge.middleware import BodyLimitMiddleware
+from streamforge.errors import ConfigurationError
+from streamforge.middleware import BodyLimitMiddleware, StartupErrors
 from streamforge.routers import (
     admin,
     chat,
@@ -80,7 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        components = await Components.start(settings)
+        try:
+            components = await Components.start(settings)
+        except ConfigurationError as exc:
+            # What the operator must fix, in one line (StartupErrors puts it in the log).
+            app.state.startup_error = exc.message
+            raise
         app.state.components = components
         restore = drain_on_signals(components.drain)
         try:
@@ -128,4 +134,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
+    app.add_middleware(StartupErrors)
     return app

@@ -76,6 +76,7 @@ def serve(
     import uvicorn
 
     from streamforge.config.settings import Settings
+    from streamforge.server import uvicorn_options
 
     settings = Settings()
     bind = host or settings.server.host
@@ -111,6 +112,8 @@ def serve(
             reload=reload,
             log_level=settings.server.log_level,
             timeout_graceful_shutdown=10,
+            # Header and keep-alive timeouts and the connection limit (streamforge.server).
+            **uvicorn_options(settings),
         )
     finally:
         if host_model is not None:

@@ -25,6 +25,14 @@ class ServerSettings(BaseModel):
     # is dead, and the replies it left streaming are marked interrupted by the others.
     heartbeat_interval: float = Field(default=5.0, gt=0)
     worker_timeout: float = Field(default=30.0, gt=0)
+    # `streamforge serve` closes a connection that has not sent a request's headers this many
+    # seconds after opening (or after the first byte of its next request), and one that stays
+    # idle between requests for keep_alive_timeout seconds.
+    header_timeout: float = Field(default=10.0, gt=0)
+    keep_alive_timeout: int = Field(default=5, ge=1)
+    # Open connections per worker (streams included); more are answered 503 at once. Lowered
+    # to fit the process's open-file limit.
+    max_connections: int = Field(default=1000, ge=1)
 
 
 class AuthSettings(BaseModel):
@@ -36,6 +44,10 @@ class AuthSettings(BaseModel):
     allow_unauthenticated_remote: bool = False
     # Seconds a worker remembers a key lookup; a revoked key stops working within this.
     key_cache_seconds: float = Field(default=5.0, ge=0)
+    # GET /metrics describes every user's traffic: with authentication on it needs an
+    # administrator's key, unless this opens it to anyone who can reach the port (a scraper on
+    # a network you trust).
+    public_metrics: bool = False
 
 
 class CorsSettings(BaseModel):

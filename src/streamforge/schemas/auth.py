@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from streamforge.models import Role
 from streamforge.schemas.common import StorableText
 
-Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")]
+Name = Annotated[StorableText, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")]
 
 
 class UserCreate(BaseModel):

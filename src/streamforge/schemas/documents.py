@@ -8,9 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from streamforge.schemas.common import StorableText
 from streamforge.schemas.templates import NAME_PATTERN
 
-CollectionName = Annotated[str, Field(min_length=1, max_length=100, pattern=NAME_PATTERN)]
+CollectionName = Annotated[StorableText, Field(min_length=1, max_length=100, pattern=NAME_PATTERN)]
 # A collection named, or given by id, in a request body.
-CollectionRef = Annotated[str, Field(min_length=1, max_length=100)]
+CollectionRef = Annotated[StorableText, Field(min_length=1, max_length=100)]
 
 
 class CollectionCreate(BaseModel):

@@ -12,7 +12,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 NAME_MAX_LENGTH = 100
 SYSTEM_PROMPT_MAX_LENGTH = 20_000
 
-TemplateName = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
+TemplateName = Annotated[
+    StorableText, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)
+]
 SystemPrompt = Annotated[
     StorableText,
     Field(
