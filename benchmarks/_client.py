@@ -138,9 +138,8 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(pid: int) -> float | None:
-    """``process_cpu_seconds`` of a process and of its living descendants (a server and, say,
-    the model process it supervises)."""
+def process_tree(pid: int) -> list[int]:
+    """A process and its living descendants (a server and, say, its model process)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not entry.isdigit():
@@ -151,15 +150,18 @@ def tree_cpu_seconds(pid: int) -> float | None:
         except OSError:
             continue
         children.setdefault(parent, []).append(int(entry))
-    total, todo, seen = 0.0, [pid], False
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
-        seconds = process_cpu_seconds(current)
-        if seconds is not None:
-            total += seconds
-            seen = True
+        found.append(current)
         todo.extend(children.get(current, []))
-    return total if seen else None
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """``process_cpu_seconds`` summed over ``process_tree(pid)``."""
+    seconds = [s for p in process_tree(pid) if (s := process_cpu_seconds(p)) is not None]
+    return sum(seconds) if seconds else None
 
 
 def machine_busy_seconds() -> float | None:
