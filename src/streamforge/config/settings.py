@@ -271,7 +271,3 @@ class Settings(BaseSettings):
         if self.database.url:
             return self.database.url
         return f"sqlite:///{(self.data_dir / 'streamforge.db').resolve().as_posix()}"
-
-
-def get_settings() -> Settings:
-    return Settings()

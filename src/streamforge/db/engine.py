@@ -77,10 +77,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def is_sqlite(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def connection_failure(raw_url: str, exc: BaseException) -> ConfigurationError | None:
     """One line that says why the database could not be reached at start-up, naming the server
     and the setting, for the errors that mean "wrong address, credentials or name"; None for

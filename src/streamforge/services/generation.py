@@ -239,5 +239,5 @@ async def _safe_finish(finish: Finish, outcome: Outcome) -> None:
     try:
         await finish(outcome)
     except Exception:
-        # A later release's startup pass marks rows left "streaming" as interrupted.
+        # The row stays "streaming" until the pass that ends dead workers' replies marks it.
         logger.exception("could not record the end of a generation")

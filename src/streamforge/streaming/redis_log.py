@@ -149,7 +149,6 @@ class RedisEventLog:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.error: str | None = None
-        self.flushes = 0
 
     def _key(self, stream_id: str) -> str:
         return f"{self.prefix}s:{stream_id}"
@@ -236,7 +235,6 @@ class RedisEventLog:
                 raise result
             if isinstance(result, Exception) and not isinstance(result, ResponseError):
                 raise result
-        self.flushes += 1
         for buffer, upto in marks:
             buffer.flushed = max(buffer.flushed, upto)
             if buffer.last_id > buffer.flushed and not buffer.dirty:
