@@ -48,7 +48,6 @@ class Citation(_Event):
     score: float
     start: int = Field(description="first character of the passage in the document's text")
     end: int = Field(description="character after its last, in the document's text")
-    page: int | None = Field(default=None, description="page of a PDF the passage starts on")
     snippet: str
 
 
