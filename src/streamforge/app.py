@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from streamforge import SERVICE_NAME, __version__, http_errors
+from streamforge import SERVICE_NAME, __version__, http_errors, openapi
 from streamforge.components import Components
 from streamforge.config.settings import Settings
 from streamforge.deps import authenticate
@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(admin.router)
     app.include_router(ui.router)
+    openapi.install(app)
 
     # Middleware wraps in reverse order of addition: the body limit sits inside CORS so that
     # even a 413 carries the CORS headers a browser needs to read it.
