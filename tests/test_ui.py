@@ -559,3 +559,41 @@ async def test_a_failed_answer_says_why_and_offers_a_retry(
     await expect(lost.locator(".retry")).to_be_visible()
     await tab.unroute("**/chat")
     assert all("Failed to load" in e or "ERR_FAILED" in e for e in problems.errors), problems.errors
+
+
+@pytest.mark.parametrize(
+    ("path", "marker"), [("/docs", ".opblock"), ("/redoc", "[data-section-id]")]
+)
+async def test_api_documentation_renders_with_the_network_blocked(
+    browser: Browser, server: ServerProcess, path: str, marker: str
+) -> None:
+    context = await browser.new_context(viewport={"width": 1280, "height": 860})
+    local = f"127.0.0.1:{server.port}"
+    blocked: list[str] = []
+    fetched: list[str] = []
+
+    async def only_this_server(route: Any) -> None:
+        url = route.request.url
+        if url.startswith((f"http://{local}/", "data:")):
+            fetched.append(url)
+            await route.continue_()
+        else:
+            blocked.append(f"{route.request.resource_type} {url}")
+            await route.abort()
+
+    try:
+        await context.route("**/*", only_this_server)
+        opened = await context.new_page()
+        await opened.goto(f"{server.url}{path}")
+        await opened.wait_for_selector(marker, timeout=30_000)
+        listed = await opened.locator(marker).count()
+        text = await opened.locator("body").inner_text()
+    finally:
+        await context.close()
+
+    # Nothing it needs comes from elsewhere (ReDoc's footer asks its maker's site for a logo).
+    assert all(entry.startswith("image ") for entry in blocked), blocked
+    assert any("/docs-assets/" in url for url in fetched), fetched
+    # The operations are listed, from the server's own OpenAPI document.
+    assert listed >= 10
+    assert "/chat" in text and "/sessions" in text

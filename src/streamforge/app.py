@@ -22,6 +22,7 @@ from streamforge.middleware import BodyLimitMiddleware, StartupErrors
 from streamforge.routers import (
     admin,
     chat,
+    docs,
     documents,
     openai_api,
     root,
@@ -102,6 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # Who is calling, from the API key, before anything else about the request.
         dependencies=[Depends(authenticate)],
+        # Served by routers/docs.py from a package, never from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     http_errors.install(app)
@@ -113,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(admin.router)
     app.include_router(ui.router)
+    docs.install(app)
     openapi.install(app)
 
     # Middleware wraps in reverse order of addition: the body limit sits inside CORS so that

@@ -42,7 +42,9 @@ async def get_settings(request: Request) -> Settings:
 LOCAL_CALLER = Caller(user_id=LOCAL_OWNER, role=Role.ADMIN)
 # Reachable without a key: the index, health, the documentation and the page's own files
 # (the page sends the key with every API call it makes).
-PUBLIC_PATHS = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+PUBLIC_PATHS = frozenset(
+    {"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 
 
 async def authenticate(request: Request) -> None:
