@@ -424,6 +424,7 @@ async def test_a_server_with_authentication_takes_the_key_in_the_page(
         "create",
         "--user",
         "ada",
+        "--create-database",
         env={**os.environ, **env, "STREAMFORGE_DATA_DIR": str(data_dir)},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from streamforge import SERVICE_NAME, __version__, http_errors, openapi
 from streamforge.components import Components
+from streamforge.config.loading import SettingsInvalid, load_settings
 from streamforge.config.settings import Settings
 from streamforge.deps import authenticate
 from streamforge.errors import ConfigurationError
@@ -78,7 +79,13 @@ def drain_on_signals(drain: Callable[[], Awaitable[None]]) -> Callable[[], None]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    """The app on ``settings``, or on the environment's. Settings from the environment that
+    cannot be used give an app whose start-up fails with one line per problem in the log."""
+    if settings is None:
+        try:
+            settings = load_settings()
+        except SettingsInvalid as exc:
+            return unconfigured_app(exc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -140,5 +147,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
+    app.add_middleware(StartupErrors)
+    return app
+
+
+def unconfigured_app(invalid: SettingsInvalid) -> FastAPI:
+    """An app that only refuses to start, saying why (``uvicorn streamforge.main:app`` imports
+    the app before anything can report a problem)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.startup_error = invalid.message
+        raise ConfigurationError(invalid.message)
+        yield  # pragma: no cover
+
+    app = FastAPI(title=SERVICE_NAME, version=__version__, lifespan=lifespan)
     app.add_middleware(StartupErrors)
     return app

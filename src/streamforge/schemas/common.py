@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Query
@@ -21,6 +22,17 @@ def _storable(value: str) -> str:
 
 
 StorableText = Annotated[str, AfterValidator(_storable)]
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes (stored in UTC) and PostgreSQL ones in the session's
+    # time zone: every response says UTC, written RFC 3339 style with "Z".
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
 
 
 class ErrorBody(BaseModel):

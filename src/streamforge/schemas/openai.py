@@ -202,6 +202,11 @@ class ModelPublic(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    # StreamForge's own: the provider's model that answers a request naming this id
+    # ("openai" → "gpt-4o-mini").
+    model: str | None = Field(
+        default=None, description="The provider's model that answers requests for this id."
+    )
 
 
 class ModelList(BaseModel):

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamforge.schemas.common import StorableText
+from streamforge.schemas.common import StorableText, Timestamp
 
 # Names travel in URL paths: keep them to characters that need no escaping.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -50,4 +49,4 @@ class TemplatePublic(BaseModel):
     description: str | None
     system_prompt: str
     variables: list[str]
-    created_at: datetime | None = Field(description="None for the built-in `default` template.")
+    created_at: Timestamp | None = Field(description="None for the built-in `default` template.")

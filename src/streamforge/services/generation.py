@@ -61,6 +61,8 @@ class Outcome:
     provider: str
     error: dict[str, Any] | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # The model of the provider that answered (or failed last).
+    model: str | None = None
 
 
 Finish = Callable[[Outcome], Awaitable[None]]
@@ -156,11 +158,13 @@ async def generate(
         )
         if run.stop_detail == "shutdown" and status is MessageStatus.INTERRUPTED:
             error_body = dict(SHUTDOWN_ERROR)
-        outcome = Outcome(status, text, usage, provider.name, error_body, tried)
+        model = provider.model_for(request.model)
+        outcome = Outcome(status, text, usage, provider.name, error_body, tried, model)
         done = {
             "finish_reason": FINISH_REASON[status],
             "status": status.value,
             "provider": provider.name,
+            "model": model,
             **({"reason": run.stop_detail} if run.stop_detail else {}),
             **(extra_done or {}),
             "usage": usage.as_dict(),
