@@ -52,6 +52,10 @@ LOCK_PLATFORM = ("Linux", "x86_64", (3, 11))
 PROFILES = {"core": [], "serve": ["local", "embeddings"], "test": ["local", "embeddings", "dev"]}
 # Pins the locks keep whatever pyproject.toml allows (torch's CPU build, for one).
 CONSTRAINTS = LOCKS / "constraints.txt"
+TORCH_HINT = (
+    "If pip found no torch 2.13.0+cpu: that CPU build is on PyTorch's own package index, not on "
+    "PyPI; point pip at it, e.g. PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu"
+)
 # Neither the multimodal part nor llama.cpp's own programs are used.
 LLAMA_COMMON_FLAGS = ["-DLLAVA_BUILD=OFF", "-DLLAMA_BUILD_TOOLS=OFF"]
 LLAMA_PORTABLE_FLAGS = {
@@ -71,10 +75,12 @@ LLAMA_PORTABLE_FLAGS = {
 }
 
 
-def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
+def run(*args: str | Path, env: dict[str, str] | None = None, hint: str = "") -> None:
     print("+", " ".join(str(a) for a in args), flush=True)
     completed = subprocess.run([str(a) for a in args], cwd=ROOT, env=env)
     if completed.returncode != 0:
+        if hint:
+            print(hint, file=sys.stderr)
         sys.exit(completed.returncode)
 
 
@@ -158,7 +164,7 @@ def ensure_venv(profile: str) -> None:
         if on_lock_platform():
             requirements.write_text("\n".join(entries) + "\n")
             run(PYTHON, "-m", "pip", "install", "--require-hashes", "--no-deps", "-r",
-                requirements, env=env)  # fmt: skip
+                requirements, env=env, hint=TORCH_HINT)  # fmt: skip
             if llama is not None:
                 run(PYTHON, "-m", "pip", "install", "--no-deps", "--force-reinstall",
                     build_llama(llama, env), env=env)  # fmt: skip
