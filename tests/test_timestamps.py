@@ -17,7 +17,16 @@ from tests.test_auth import AUTH, api_routes, bearer, fill, keys_for, owned_reso
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 # Not JSON: the page, its files and the Prometheus text.
-NOT_JSON = {"/ui", "/ui/app.js", "/ui/style.css", "/metrics"}
+# Pages and the Prometheus text format.
+NOT_JSON = {
+    "/ui",
+    "/ui/app.js",
+    "/ui/style.css",
+    "/metrics",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+}
 
 
 def bodies(ids: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
