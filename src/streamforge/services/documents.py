@@ -6,7 +6,10 @@ worker tasks, never inside the request:
     queued → processing (extract in a sandboxed process → split → embed → store) → ready
                                                                                  ↘ failed
 
-Progress is written as the document moves through the steps (embedding reports per batch).
+Progress is written as the document moves through the steps, at most every half second.
+Many documents are in flight at once (``concurrency``) so the embedder batches chunks across
+them (``services/embeddings.py``); files are parsed in one warm sandboxed process
+(``documents/sandbox.py``) that stops when the queue is empty.
 Uploading a file whose name and bytes match a document already in the collection changes
 nothing; different bytes under the same name replace it. A document deleted or replaced while
 it is being ingested is never resurrected: the result is written only if the row still holds
@@ -29,7 +32,7 @@ from sqlalchemy.orm import undefer
 from streamforge.config.settings import IngestionSettings
 from streamforge.db.database import Database
 from streamforge.documents.extract import ExtractionFailed, check_filename
-from streamforge.documents.sandbox import Limits, extract_isolated
+from streamforge.documents.sandbox import Limits, WarmSandbox
 from streamforge.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from streamforge.models import Collection, Document, DocumentStatus
 from streamforge.models.base import utcnow
@@ -42,6 +45,8 @@ logger = logging.getLogger(__name__)
 # Progress points of the steps; embedding fills the range between the last two.
 _EXTRACTED, _SPLIT, _EMBEDDED = 0.2, 0.25, 0.95
 _PROGRESS_INTERVAL = 0.5
+# Texts shorter than this are split on the event loop (a thread hop costs more).
+_INLINE_SPLIT = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,7 @@ class DocumentService:
             max_chars=settings.max_chars,
             max_pages=settings.max_pages,
         )
+        self.sandbox = WarmSandbox(self.limits)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
         self._pending: set[str] = set()
@@ -125,6 +131,7 @@ class DocumentService:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
+        await self.sandbox.aclose()
 
     @property
     def queued(self) -> int:
@@ -325,9 +332,12 @@ class DocumentService:
             finally:
                 self._pending.discard(document_id)
                 if not self._pending:
-                    self._idle.set()
+                    await self.sandbox.aclose()
+                    if not self._pending:
+                        self._idle.set()
 
     async def _ingest(self, document_id: str) -> None:
+        started = time.monotonic()
         async with self.database.write() as db:
             document = await db.get(Document, document_id, options=[undefer(Document.data)])
             if document is None or document.status not in (
@@ -340,20 +350,24 @@ class DocumentService:
             data, digest, name = document.data, document.content_hash, document.name
             owner_id, collection_id = document.owner_id, document.collection_id
         try:
-            extracted = await extract_isolated(data, name, self.limits)
+            extracted = await self.sandbox.extract(data, name, owner_id)
         except ExtractionFailed as exc:
             await self._fail(document_id, digest, exc.reason)
             return
         del data
-        await self._progress(document_id, digest, _EXTRACTED)
-        chunks = await asyncio.to_thread(
-            split_text, extracted.text, self.settings.chunk_size, self.settings.chunk_overlap
-        )
+        last = time.monotonic()
+        if last - started >= _PROGRESS_INTERVAL:
+            await self._progress(document_id, digest, _EXTRACTED)
+        text = extracted.text
+        if len(text) > _INLINE_SPLIT:
+            chunks = await asyncio.to_thread(
+                split_text, text, self.settings.chunk_size, self.settings.chunk_overlap
+            )
+        else:
+            chunks = split_text(text, self.settings.chunk_size, self.settings.chunk_overlap)
         if not chunks:
             await self._fail(document_id, digest, "the document contains no text")
             return
-        await self._progress(document_id, digest, _SPLIT)
-        last = time.monotonic()
 
         async def embedded(done: int, total: int) -> None:
             nonlocal last
