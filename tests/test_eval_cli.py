@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from streamforge.evaluation.collections import load_queries
 from streamforge.evaluation.metrics import Retrieved, Span, ndcg_at, recall_at
-from streamforge.evaluation.run import CORPUS, QUERIES, load_queries
+from streamforge.evaluation.run import CORPUS, QUERIES
 from tests.conftest import AppFactory, live_server
 from tests.rag_support import BEES, BREAD, ROUTER, docx_bytes, markdown_bytes, pdf_bytes
 
