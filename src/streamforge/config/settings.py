@@ -203,8 +203,22 @@ class IngestionSettings(BaseModel):
     parse_memory_mb: int = Field(default=512, ge=64)
     max_pages: int = Field(default=2000, ge=1)
     max_chars: int = Field(default=5_000_000, ge=1000)
-    # Documents ingested at the same time by one worker.
-    concurrency: int = Field(default=1, ge=1, le=16)
+    # Documents in flight at once in one worker: parsed one after another, their chunks
+    # embedded together in batches across documents (services/embeddings.py).
+    concurrency: int = Field(default=32, ge=1, le=256)
+
+
+class RerankSettings(BaseModel):
+    # none: the fused order stands; cross_encoder: a sentence-transformers CrossEncoder from
+    # the directory in ``model``; http: a Cohere-shaped rerank endpoint at ``url`` (Cohere,
+    # LiteLLM's proxy, llama.cpp's server, vLLM, Jina).
+    provider: Literal["none", "cross_encoder", "http"] = "none"
+    model: str | None = None
+    url: str | None = None
+    api_key: str | None = None
+    # Fused candidates the reranker reads (at least top_k).
+    candidates: int = Field(default=20, ge=1, le=200)
+    timeout: float = Field(default=5.0, gt=0)
 
 
 class RetrievalSettings(BaseModel):
@@ -215,8 +229,16 @@ class RetrievalSettings(BaseModel):
     # other half (benchmarks/RESULTS.md): short lists and a small constant reward agreement
     # near the top instead of letting either leg's long tail in.
     candidates: int = Field(default=10, ge=1, le=1000)
-    # The constant of reciprocal rank fusion: score = sum of 1 / (rrf_k + rank).
+    # How the two legs are fused: rrf (sum of weight / (rrf_k + rank)), or the sum of
+    # weight * the leg's score normalised over its list (minmax, zscore).
+    fusion: Literal["rrf", "minmax", "zscore"] = "rrf"
+    # The constant of reciprocal rank fusion.
     rrf_k: int = Field(default=5, ge=1)
+    # Weight of the vector leg; the full-text leg weighs 1.
+    vector_weight: float = Field(default=1.0, ge=0.0, le=100.0)
+    # Fuse documents (each at the rank of its best chunk in a leg), then order chunks by
+    # their document; false: fuse chunks.
+    fuse_documents: bool = False
     # pgvector HNSW search breadth (hnsw.ef_search); higher: better recall, slower.
     hnsw_ef_search: int = Field(default=100, ge=10, le=1000)
     # SQLite: collections with at least this many chunks are also searched through an
@@ -224,6 +246,7 @@ class RetrievalSettings(BaseModel):
     ivf_min_vectors: int = Field(default=5_000, ge=0)
     ivf_probes: int = Field(default=24, ge=1, le=10_000)
     snippet_chars: int = Field(default=300, ge=20)
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
 
 
 class Settings(BaseSettings):
