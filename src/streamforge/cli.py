@@ -322,7 +322,9 @@ def evaluate(
             with Progress(console=console, transient=True) as progress:
                 tasks: dict[str, Any] = {}
 
-                def report(stage: str, done: int, total: int) -> None:
+                def report(
+                    stage: str, done: int, total: int, tasks: dict[str, Any] = tasks
+                ) -> None:
                     if stage not in tasks:
                         tasks[stage] = progress.add_task(stage, total=total)
                     progress.update(tasks[stage], completed=done)
