@@ -223,6 +223,8 @@ def ingest(
             )
             with Progress(*columns, transient=False) as progress:
                 uploading = progress.add_task("upload", total=len(files), status="")
+                # Ingestion runs while the uploads go on: the rate counts from the first.
+                started = time.monotonic()
                 pending: dict[str, str] = {}
                 for path in files:
                     progress.update(uploading, status=path.name)
@@ -255,8 +257,13 @@ def ingest(
                             else:
                                 done += float(document["progress"])
                         finished = len(files) - len(failed) - len(pending)
-                        progress.update(ingesting, completed=min(finished, len(files)) + done)
-                        progress.update(ingesting, total=float(finished + len(pending)))
+                        rate = finished / max(time.monotonic() - started, 1e-6)
+                        progress.update(
+                            ingesting,
+                            completed=min(finished, len(files)) + done,
+                            total=float(finished + len(pending)),
+                            status=f"{rate:.1f} documents/s",
+                        )
                         if pending:
                             time.sleep(0.25)
     except httpx.HTTPError as exc:
