@@ -133,7 +133,7 @@ async def test_warm_sandbox_replaces_a_process_after_a_hostile_file(
     make = next((m for m in HOSTILE if m.__name__ == name), None)
     if make is None:
         pytest.skip(f"no hostile file named {name}")
-    filename, data, reason = make()
+    filename, data, _reason = make()
     sandbox = WarmSandbox(Limits(memory_mb=128, timeout=15))
     try:
         assert (await sandbox.extract(b"before", "a.txt", "o")).text == "before"
@@ -149,7 +149,7 @@ async def test_warm_sandbox_replaces_a_process_after_a_hostile_file(
 async def test_warm_sandbox_times_out_and_recovers(spawns: Spawns) -> None:
     sandbox = WarmSandbox(Limits(timeout=0.05))
     try:
-        with pytest.raises(ExtractionFailed, match="parsing took longer than 0.05 s"):
+        with pytest.raises(ExtractionFailed, match=r"parsing took longer than 0\.05 s"):
             # The first file pays for starting the interpreter, more than 50 ms.
             await sandbox.extract(text_pdf(("slow",)), "slow.pdf", "o")
         assert spawns[0].returncode is not None

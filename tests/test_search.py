@@ -158,7 +158,7 @@ def test_fusion_of_documents_counts_a_document_once_per_leg() -> None:
     by_vector = [Hit(1, 0.9), Hit(2, 0.8), Hit(4, 0.7)]
     by_text = [Hit(3, 9.0), Hit(2, 8.0), Hit(4, 1.0)]
     chunks = fuse_ranked([by_vector, by_text], rrf_k=1)
-    assert [hit.chunk_id for hit in chunks][0] == 2  # found by both legs
+    assert chunks[0].chunk_id == 2  # found by both legs
     fused = fuse_ranked([by_vector, by_text], rrf_k=1, document_of=documents.get)
     # Document a is first in one leg and second in the other, through different chunks.
     assert [documents[hit.chunk_id] for hit in fused][:2] == ["a", "a"]
