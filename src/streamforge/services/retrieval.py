@@ -3,7 +3,10 @@
 ``search`` is the one code path behind ``POST /search``, chat with ``rag``, the LangChain
 retriever and ``streamforge eval``. Each leg returns up to ``candidates`` chunks; fusion scores
 a chunk ``sum(1 / (rrf_k + rank))`` over the legs that found it (Cormack et al., 2009), so a
-chunk both legs rank well beats one that only a single leg likes.
+chunk both legs rank well beats one that only a single leg likes (other fusions are settings:
+weights, normalised scores, fusing documents). ``per_document`` caps the chunks of any one
+document (1: a ranking of documents). A configured reranker (``services/rerank.py``) then
+reorders the best fused candidates, or leaves them as they are when it fails.
 """
 
 from __future__ import annotations
