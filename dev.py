@@ -44,7 +44,6 @@ STAMP = VENV / ".streamforge-installed"
 LOCKS = ROOT / "locks"
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
 CHROMIUM = "/usr/bin/chromium"
-NGINX = "/usr/sbin/nginx"
 LLAMA = "llama-cpp-python"
 # The platform the locks are resolved for (hashes of every file are kept, but markers and
 # the CPU build of torch are this platform's).
@@ -53,6 +52,10 @@ LOCK_PLATFORM = ("Linux", "x86_64", (3, 11))
 PROFILES = {"core": [], "serve": ["local", "embeddings"], "test": ["local", "embeddings", "dev"]}
 # Pins the locks keep whatever pyproject.toml allows (torch's CPU build, for one).
 CONSTRAINTS = LOCKS / "constraints.txt"
+TORCH_HINT = (
+    "If pip found no torch 2.13.0+cpu: that CPU build is on PyTorch's own package index, not on "
+    "PyPI; point pip at it, e.g. PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu"
+)
 # Neither the multimodal part nor llama.cpp's own programs are used.
 LLAMA_COMMON_FLAGS = ["-DLLAVA_BUILD=OFF", "-DLLAMA_BUILD_TOOLS=OFF"]
 LLAMA_PORTABLE_FLAGS = {
@@ -72,10 +75,12 @@ LLAMA_PORTABLE_FLAGS = {
 }
 
 
-def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
+def run(*args: str | Path, env: dict[str, str] | None = None, hint: str = "") -> None:
     print("+", " ".join(str(a) for a in args), flush=True)
     completed = subprocess.run([str(a) for a in args], cwd=ROOT, env=env)
     if completed.returncode != 0:
+        if hint:
+            print(hint, file=sys.stderr)
         sys.exit(completed.returncode)
 
 
@@ -159,7 +164,7 @@ def ensure_venv(profile: str) -> None:
         if on_lock_platform():
             requirements.write_text("\n".join(entries) + "\n")
             run(PYTHON, "-m", "pip", "install", "--require-hashes", "--no-deps", "-r",
-                requirements, env=env)  # fmt: skip
+                requirements, env=env, hint=TORCH_HINT)  # fmt: skip
             if llama is not None:
                 run(PYTHON, "-m", "pip", "install", "--no-deps", "--force-reinstall",
                     build_llama(llama, env), env=env)  # fmt: skip
@@ -219,7 +224,7 @@ def ensure_postgres() -> None:
         )
 
 
-def apt_install(package: str, present: Path | str) -> bool:
+def apt_install(package: str, present: Path | str, *, recommends: bool = False) -> bool:
     """Install a Debian package when ``present`` (a path or a program) is missing, as root."""
     if Path(present).exists() or shutil.which(str(present)):
         return True
@@ -227,7 +232,8 @@ def apt_install(package: str, present: Path | str) -> bool:
     if apt and hasattr(os, "geteuid") and os.geteuid() == 0:
         quiet = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run([apt, "update", "-q"], env=quiet)
-        subprocess.run([apt, "install", "-y", "-q", "--no-install-recommends", package], env=quiet)
+        extra = [] if recommends else ["--no-install-recommends"]
+        subprocess.run([apt, "install", "-y", "-q", *extra, package], env=quiet)
     return Path(present).exists() or bool(shutil.which(str(present)))
 
 
@@ -238,7 +244,7 @@ def ensure_test_programs() -> None:
         sys.exit(
             "The tests need the redis-server program (Debian/Ubuntu: apt install redis-server)."
         )
-    if os.name != "nt" and not apt_install("chromium", CHROMIUM):
+    if os.name != "nt" and not apt_install("chromium", CHROMIUM, recommends=True):
         sys.exit(f"The browser tests need Chromium at {CHROMIUM} (Debian: apt install chromium).")
 
 

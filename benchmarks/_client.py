@@ -138,6 +138,32 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and its living descendants (a server and, say, its model process)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """``process_cpu_seconds`` summed over ``process_tree(pid)``."""
+    seconds = [s for p in process_tree(pid) if (s := process_cpu_seconds(p)) is not None]
+    return sum(seconds) if seconds else None
+
+
 def machine_busy_seconds() -> float | None:
     """CPU time all processes of the machine have used (every core), from /proc/stat."""
     try:

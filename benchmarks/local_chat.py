@@ -56,17 +56,18 @@ from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 from _client import (
     HOST,
+    ROOT,
     StreamError,
     free_port,
     load_average,
     machine_busy_seconds,
     post_request,
-    process_cpu_seconds,
     read_chunk,
     read_head,
     skip_body,
     start_process,
     stop_server,
+    tree_cpu_seconds,
     uvicorn_command,
     wait_until_healthy,
 )
@@ -224,7 +225,7 @@ class Timed:
 def _snapshot(server_pid: int) -> tuple[float, float | None, float | None, float]:
     return (
         time.process_time(),
-        process_cpu_seconds(server_pid),
+        tree_cpu_seconds(server_pid),
         machine_busy_seconds(),
         time.perf_counter(),
     )
@@ -312,6 +313,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "local_chat",
         "model": MODEL_FILE,
+        # How llama.cpp was built (both sides load the same installed build).
+        "llama_cpp_python": llama_cpp.__version__,
+        "build_flags": build_flags(),
+        "build_cpu_features": system_info(),
         "n_threads": args.threads,
         "n_ctx": args.n_ctx,
         "max_tokens": args.max_tokens,
@@ -350,6 +355,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def build_flags() -> str:
+    """The CMake flags ``dev.py`` builds llama-cpp-python with (or the override in force)."""
+    sys.path.insert(0, str(ROOT))
+    import dev
+
+    return dev.llama_cmake_args()
+
+
+def system_info() -> str:
+    info = llama_cpp.llama_print_system_info()
+    return (info.decode() if isinstance(info, bytes) else str(info)).strip()
+
+
 def _summary(values: Sequence[Measurement]) -> dict[str, Any]:
     return {
         "tokens": statistics.median(m.tokens for m in values),
@@ -366,6 +384,8 @@ def _summary(values: Sequence[Measurement]) -> dict[str, Any]:
 
 def print_table(report: dict[str, Any]) -> None:
     print()
+    print(f"  llama-cpp-python {report['llama_cpp_python']} built with {report['build_flags']}")
+    print(f"  CPU features of the build: {report['build_cpu_features']}")
     print(
         f"  model {report['model']}, n_threads={report['n_threads']}, "
         f"max_tokens={report['max_tokens']}, {report['rounds']} rounds (medians), "

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from _client import HOST, free_port, start_process
+from _client import HOST, free_port, process_tree, start_process
 
 MODEL_MARK = b"streamforge.chains.providers.local.worker"
 
@@ -46,25 +46,6 @@ def memory_kb(pid: int) -> tuple[int, int]:
         if key in ("Rss", "Pss"):
             values[key] = int(rest.split()[0])
     return values["Rss"], values["Pss"]
-
-
-def tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
 
 
 def is_model(pid: int) -> bool:
@@ -109,7 +90,7 @@ async def measure(shared: bool, workers: int, redis: str) -> dict[str, Any]:
                 except httpx.TransportError:
                     await asyncio.sleep(0.5)
         await asyncio.sleep(1.0)
-        pids = tree(process.pid)
+        pids = process_tree(process.pid)
         rows = [(pid, is_model(pid), *memory_kb(pid)) for pid in pids]
     finally:
         process.send_signal(signal.SIGINT)

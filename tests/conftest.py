@@ -140,8 +140,13 @@ class LiveServer:
 
 @asynccontextmanager
 async def live_server(app: FastAPI) -> AsyncIterator[LiveServer]:
-    """A real uvicorn server on a free loopback port, in the test's own event loop."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    """A real uvicorn server on a free loopback port, in the test's own event loop, with the
+    protocol `streamforge serve` runs (header deadline, connection limit, JSON 400s)."""
+    from streamforge.server import protocol
+
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", http=protocol()
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -64,10 +64,21 @@ def _kill_leftovers() -> None:
 
 
 def _spawn(
-    command: list[str], cwd: Path, log_path: Path, env: Mapping[str, str] | None = None
+    command: list[str],
+    cwd: Path,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    open_files: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``command`` as the leader of a new process group (and session), its stdout and
-    stderr appended to ``log_path``."""
+    stderr appended to ``log_path``; ``open_files`` caps its descriptors (soft and hard)."""
+
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             command,
@@ -77,6 +88,7 @@ def _spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=None if open_files is None else limit,
         )
     _STARTED.add(proc.pid)
     return proc
@@ -247,6 +259,7 @@ async def server_process(
     port: int | None = None,
     require_healthy: bool = True,
     startup_timeout: float = STARTUP_TIMEOUT,
+    open_files: int | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """A real StreamForge server on 127.0.0.1, stopped (never left behind) on exit.
 
@@ -255,6 +268,7 @@ async def server_process(
     (appended, so a second server of the same name keeps the first one's log). ``port``
     reuses a port, e.g. to bring a killed server back where its clients expect it. With
     ``require_healthy=False`` any answer from ``/health`` (also a 503) counts as started.
+    ``open_files`` runs it under that limit of open descriptors.
     """
     workdir = tmp_path / name
     (workdir / "data").mkdir(parents=True, exist_ok=True)
@@ -262,7 +276,9 @@ async def server_process(
     port = free_port() if port is None else port
     # Its own working directory: no stray .env file of the caller's is read.
     command = server_command(port, workers)
-    proc = _spawn(command, workdir, log_path, server_env(tmp_path, name, env or {}))
+    proc = _spawn(
+        command, workdir, log_path, server_env(tmp_path, name, env or {}), open_files=open_files
+    )
     server = ServerProcess(proc, port, log_path)
     try:
         await server.wait_healthy(startup_timeout, require_healthy=require_healthy)

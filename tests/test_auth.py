@@ -149,6 +149,11 @@ async def run_cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:
 
 async def test_keys_cli_and_the_refusal_to_serve_openly(tmp_path: Path) -> None:
     code, out, err = await run_cli(tmp_path, "keys", "create", "--user", "ops", "--admin")
+    assert code != 0 and out == "" and "--create-database" in err  # no database there yet
+    assert not (tmp_path / "data").exists()
+    code, out, err = await run_cli(
+        tmp_path, "keys", "create", "--user", "ops", "--admin", "--create-database"
+    )
     assert code == 0
     key = out.strip()
     key_id = err.split("key id ", 1)[1].split(";", 1)[0]
@@ -160,7 +165,9 @@ async def test_keys_cli_and_the_refusal_to_serve_openly(tmp_path: Path) -> None:
     code, out, _ = await run_cli(tmp_path, "keys", "revoke", key_id)
     assert code == 0 and "revoked" in out
     code, _, err = await run_cli(tmp_path, "keys", "revoke", "nope")
-    assert code != 0 and len(err.strip().splitlines()) == 1
+    # Which database, then the one error.
+    assert code != 0 and len(err.strip().splitlines()) == 2
+    assert err.startswith("database: ") and err.splitlines()[1].startswith("error: ")
 
     code, _, err = await run_cli(tmp_path, "serve", "--host", "0.0.0.0", "--port", "1")
     assert code != 0

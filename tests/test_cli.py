@@ -353,3 +353,138 @@ def test_every_command_has_help() -> None:
         assert "Usage" in result.output
         if path:
             assert " ".join(path) in result.output
+
+
+# -- the first hour: options where users put them, errors that point at the fix, keys that say
+# which database they act on -------------------------------------------------------------------
+
+
+async def run_in(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, url: str = "http://unused.invalid"
+) -> tuple[int, str, str]:
+    """The CLI run from ``cwd`` with settings ``env`` (and no STREAMFORGE_* of the caller's)."""
+    base = {k: v for k, v in cli_env(url).items() if not k.startswith("STREAMFORGE_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamforge",
+        *args,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**base, **(env or {})},
+    )
+    async with asyncio.timeout(LIMIT):
+        stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_version_option() -> None:
+    from streamforge import __version__
+
+    code, stdout, _ = await run_cli("--version", url="http://unused.invalid")
+    assert code == 0 and stdout.strip() == f"streamforge {__version__}"
+
+
+async def test_keys_say_which_database_and_make_none_unasked(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for args in (["keys", "create", "--user", "ada"], ["keys", "list"], ["keys", "revoke", "x"]):
+        code, stdout, stderr = await run_in(elsewhere, *args)
+        assert code == 1 and stdout == "", (args, stderr)
+        lines = lines_of(stderr)
+        expected = elsewhere / "data" / "streamforge.db"
+        assert lines[0].startswith(f"database: SQLite file {expected} (the default data dir")
+        assert lines[1].startswith(f"error: there is no database at {expected}")
+        assert "--create-database" in lines[1] and len(lines) == 2
+    assert list(elsewhere.iterdir()) == []  # nothing made
+
+    code, stdout, stderr = await run_in(
+        elsewhere, "keys", "create", "--user", "ada", "--create-database"
+    )
+    assert code == 0, stderr
+    assert stdout.startswith("sf_") and (elsewhere / "data" / "streamforge.db").is_file()
+
+
+async def test_key_ids_are_whole_and_unique_prefixes_revoke(tmp_path: Path) -> None:
+    env = {"STREAMFORGE_DATA_DIR": str(tmp_path / "data")}
+    ids = []
+    for user in ("ada", "bob"):
+        args = ["keys", "create", "--user", user, "--name", "a rather long name for a key"]
+        code, _, stderr = await run_in(tmp_path, *args, "--create-database", env=env)
+        assert code == 0, stderr
+        ids.append(stderr.split("key id ", 1)[1].split(";", 1)[0])
+        assert f"database: SQLite file {tmp_path / 'data' / 'streamforge.db'}" in stderr
+    narrow = {**env, "COLUMNS": "60"}
+    code, stdout, _ = await run_in(tmp_path, "keys", "list", env=narrow)
+    assert code == 0 and all(key_id in stdout for key_id in ids), stdout
+    # Four characters are the same for ids made within weeks of each other: ambiguous.
+    code, stdout, stderr = await run_in(tmp_path, "keys", "revoke", ids[0][:4], env=env)
+    assert code == 1 and "give more of it" in stderr and stdout == ""
+    # A cut id as a table shows it ("…") is enough when it is unique.
+    code, stdout, stderr = await run_in(tmp_path, "keys", "revoke", ids[0][:-6] + "…", env=env)
+    assert code == 0 and stdout.startswith(f"revoked {ids[0]} "), stderr
+    code, stdout, stderr = await run_in(tmp_path, "keys", "revoke", "nope", env=env)
+    assert code == 1 and lines_of(stderr)[-1] == (
+        "error: no key has the id 'nope' (see: streamforge keys list)"
+    )
+
+
+async def test_options_after_the_command_and_errors_that_point_at_the_fix(
+    tmp_path: Path,
+) -> None:
+    env = {**SERVER_ENV, "STREAMFORGE_AUTH__ENABLED": "true"}
+    async with server_process(tmp_path, env) as server:
+        data = {"STREAMFORGE_DATA_DIR": str(tmp_path / "server" / "data")}
+        # The server made its database: the keys command finds it, no flag needed.
+        code, key, stderr = await run_in(tmp_path, "keys", "create", "--user", "ada", env=data)
+        assert code == 0, stderr
+        key = key.strip()
+        url = server.url
+
+        for args in (
+            ["chat", "hello", "--key", key, "--url", url],
+            ["--key", key, "--url", url, "chat", "hello"],
+            ["--url", url, "chat", "hello", "--key", key],
+        ):
+            code, stdout, stderr = await run_in(tmp_path, *args)
+            assert code == 0, (args, stderr)
+            assert stdout == answer_to("hello") + "\n"
+        code, stdout, stderr = await run_in(
+            tmp_path, "sessions", "list", "--key", key, "--url", url
+        )
+        assert code == 0 and "hello" in stdout, stderr
+        code, _, stderr = await run_in(
+            tmp_path, "chat", "hello", "--url", url, env={"STREAMFORGE_API_KEY": key}
+        )
+        assert code == 0, stderr
+
+        # Without a key, and with a wrong one: say how to give one.
+        for args in (["chat", "hello"], ["sessions", "list"], ["templates", "list"]):
+            code, stdout, stderr = await run_in(tmp_path, *args, "--url", url)
+            assert code == 1 and stdout == ""
+            assert lines_of(stderr) == [
+                "error: the server needs an API key: give it with --key KEY or "
+                "STREAMFORGE_API_KEY (an administrator creates one with: streamforge keys "
+                "create --user NAME)"
+            ]
+        code, _, stderr = await run_in(tmp_path, "chat", "hello", "--url", url, "--key", "sf_no")
+        assert code == 1 and lines_of(stderr) == [
+            "error: the server refused the API key (unknown or revoked): check --key or "
+            "STREAMFORGE_API_KEY"
+        ]
+
+        # The OpenAI-compatible base URL is not the server's.
+        code, _, stderr = await run_in(tmp_path, "chat", "hello", "--url", f"{url}/v1/")
+        assert code == 1 and lines_of(stderr) == [
+            f"error: {url}/v1/ is not the server's base URL: give --url {url} (the address "
+            "the server listens on, without /v1)"
+        ]
+        # An empty message, in the project's words.
+        code, _, stderr = await run_in(tmp_path, "chat", "  ", "--url", url, "--key", key)
+        assert code == 1 and lines_of(stderr) == [
+            "error: the message is empty: give some text to send, or no message at all for "
+            "an interactive conversation"
+        ]

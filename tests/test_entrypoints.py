@@ -45,7 +45,8 @@ def test_server_starts_and_answers_the_curl_example(tmp_path: Path, command: lis
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
+        # A safety net: start-up loads the local model (in its process) and the embedder.
+        deadline = time.monotonic() + 120
         while True:
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             try:

@@ -424,6 +424,7 @@ async def test_a_server_with_authentication_takes_the_key_in_the_page(
         "create",
         "--user",
         "ada",
+        "--create-database",
         env={**os.environ, **env, "STREAMFORGE_DATA_DIR": str(data_dir)},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -458,3 +459,142 @@ async def test_a_server_with_authentication_takes_the_key_in_the_page(
             )
             assert stored.json()["items"][-1]["status"] == "completed"
             assert (await client.get(f"/sessions/{session_id}/messages")).status_code == 401
+
+
+def in_view(box: dict[str, float] | None, width: int, height: int) -> bool:
+    """Whether an element's box lies wholly within the first screen."""
+    return (
+        box is not None
+        and box["x"] >= 0
+        and box["y"] >= 0
+        and box["x"] + box["width"] <= width + 0.5
+        and box["y"] + box["height"] <= height + 0.5
+    )
+
+
+async def test_a_phone_gets_the_chat_first_and_the_sessions_in_a_drawer(
+    browser: Browser, server: ServerProcess
+) -> None:
+    width, height = 390, 844
+    context = await browser.new_context(
+        viewport={"width": width, "height": height}, is_mobile=True, has_touch=True
+    )
+    try:
+        tab = await context.new_page()
+        await open_ui(tab, server)
+        answer = await send(tab, "Hello from a phone")
+        await expect(answer).to_have_attribute("data-status", "completed", timeout=ANSWER_TIMEOUT)
+        # The chat is the first screen: the box to write in, its button and the answer.
+        for selector in ("#input", "#send", "#menu"):
+            assert in_view(await tab.locator(selector).bounding_box(), width, height), selector
+        assert await tab.evaluate("() => document.scrollingElement.scrollHeight") <= height
+        sidebar = tab.locator("#sidebar")
+        box = await sidebar.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 0  # off the screen, to the left
+        ARTIFACTS.mkdir(exist_ok=True)
+        await tab.screenshot(path=str(ARTIFACTS / "ui-phone.png"))
+
+        await tab.click("#menu")
+        await expect(tab.locator("#menu")).to_have_attribute("aria-expanded", "true")
+        await expect(tab.locator("#sessions .session").first).to_be_in_viewport()
+        await tab.wait_for_timeout(300)  # the drawer's slide
+        assert in_view(await sidebar.bounding_box(), width, height)
+        item = tab.locator("#sessions .session").first
+        # Rename and delete are there without hovering (a touch screen has no hover).
+        await expect(item.locator(".rename")).to_be_visible()
+        await expect(item.locator(".delete")).to_be_visible()
+        await tab.screenshot(path=str(ARTIFACTS / "ui-phone-drawer.png"))
+
+        # Opening a conversation closes the drawer.
+        await item.locator(".open").click()
+        await expect(tab.locator("#menu")).to_have_attribute("aria-expanded", "false")
+        await expect(tab.locator(".message.assistant").last).to_be_visible()
+    finally:
+        await context.close()
+
+
+async def test_a_failed_answer_says_why_and_offers_a_retry(
+    page: tuple[Page, Problems], server: ServerProcess
+) -> None:
+    tab, problems = page
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as client:
+        session = (await client.post("/sessions", json={"title": "Retry"})).json()
+    # A stream that fails as a provider failure does: an error, then usage and done.
+    failed = (
+        "retry: 3000\n\n"
+        "id: 1\nevent: session\n"
+        f'data: {{"session_id":"{session["id"]}","stream_id":"gone","user_message_id":"u",'
+        '"assistant_message_id":"a","provider":"simulated","model":null}\n\n'
+        "id: 2\ndata: Half an answ\n\n"
+        'id: 3\nevent: error\ndata: {"code":"provider_error","message":"The provider failed.",'
+        '"retryable":true}\n\n'
+        'id: 4\nevent: usage\ndata: {"prompt_tokens":1,"completion_tokens":3,"total_tokens":4}\n\n'
+        'id: 5\nevent: done\ndata: {"finish_reason":"error","status":"failed"}\n\n'
+    )
+
+    async def fail_once(route: Any) -> None:
+        await route.fulfill(status=200, content_type="text/event-stream", body=failed)
+
+    await open_ui(tab, server)
+    await tab.route("**/chat", fail_once)
+    answer = await send(tab, "Please answer this")
+    await expect(answer).to_have_attribute("data-status", "failed")
+    await expect(answer.locator(".error")).to_have_text("The provider failed.")
+    retry = answer.locator(".retry")
+    await expect(retry).to_be_visible()
+    await tab.unroute("**/chat", fail_once)
+
+    await retry.click()
+    await expect(retry).to_be_hidden()
+    again = tab.locator(".message.assistant").last
+    await expect(again).to_have_attribute("data-status", "completed", timeout=ANSWER_TIMEOUT)
+    assert "Please answer this" in await text_of(again)
+    await expect(again.locator(".retry")).to_be_hidden()
+    stored = await stored_messages(server, session["id"])
+    assert [m["content"] for m in stored if m["role"] == "user"] == ["Please answer this"]
+    assert stored[-1]["status"] == "completed"
+
+    # Unreachable server: the same offer.
+    await tab.route("**/chat", lambda route: route.abort())
+    lost = await send(tab, "Into the void")
+    await expect(lost.locator(".retry")).to_be_visible()
+    await tab.unroute("**/chat")
+    assert all("Failed to load" in e or "ERR_FAILED" in e for e in problems.errors), problems.errors
+
+
+@pytest.mark.parametrize(
+    ("path", "marker"), [("/docs", ".opblock"), ("/redoc", "[data-section-id]")]
+)
+async def test_api_documentation_renders_with_the_network_blocked(
+    browser: Browser, server: ServerProcess, path: str, marker: str
+) -> None:
+    context = await browser.new_context(viewport={"width": 1280, "height": 860})
+    local = f"127.0.0.1:{server.port}"
+    blocked: list[str] = []
+    fetched: list[str] = []
+
+    async def only_this_server(route: Any) -> None:
+        url = route.request.url
+        if url.startswith((f"http://{local}/", "data:")):
+            fetched.append(url)
+            await route.continue_()
+        else:
+            blocked.append(f"{route.request.resource_type} {url}")
+            await route.abort()
+
+    try:
+        await context.route("**/*", only_this_server)
+        opened = await context.new_page()
+        await opened.goto(f"{server.url}{path}")
+        await opened.wait_for_selector(marker, timeout=30_000)
+        listed = await opened.locator(marker).count()
+        text = await opened.locator("body").inner_text()
+    finally:
+        await context.close()
+
+    # Nothing it needs comes from elsewhere (ReDoc's footer asks its maker's site for a logo).
+    assert all(entry.startswith("image ") for entry in blocked), blocked
+    assert any("/docs-assets/" in url for url in fetched), fetched
+    # The operations are listed, from the server's own OpenAPI document.
+    assert listed >= 10
+    assert "/chat" in text and "/sessions" in text

@@ -177,20 +177,21 @@ CLIENTS = [
         openai.RateLimitError,
         openai.APIConnectionError,
     ),
-    # The Anthropic SDK lets the transport's own error through, unwrapped.
+    # The Anthropic SDK (2.x) wraps a cut transport in its own APIConnectionError, as the
+    # OpenAI SDK does; langchain-anthropic raises a subclass of it.
     Client(
         "anthropic",
         AnthropicServer,
         anthropic_sdk,
         anthropic.RateLimitError,
-        httpx2.RemoteProtocolError,
+        anthropic.APIConnectionError,
     ),
     Client(
         "langchain-anthropic",
         AnthropicServer,
         langchain_anthropic,
         anthropic.RateLimitError,
-        httpx2.RemoteProtocolError,
+        anthropic.APIConnectionError,
     ),
     Client("ollama", OllamaServer, ollama_sdk, ollama.ResponseError, httpx.RemoteProtocolError),
     Client(
@@ -809,7 +810,7 @@ def test_threaded_server_cut_is_seen_by_sync_clients() -> None:
         seen: list[str] = []
         with (
             client,
-            pytest.raises(httpx2.RemoteProtocolError),
+            pytest.raises(anthropic.APIConnectionError) as raised,
             client.messages.stream(
                 model=ANTHROPIC_MODEL,
                 max_tokens=10,
@@ -818,3 +819,5 @@ def test_threaded_server_cut_is_seen_by_sync_clients() -> None:
         ):
             seen.extend(stream.text_stream)
         assert seen == list(DEFAULT_TOKENS[:3])
+        # The transport's own error is the cause: a cut body, not a refused connection.
+        assert isinstance(raised.value.__cause__, httpx2.RemoteProtocolError)

@@ -13,14 +13,17 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from streamforge import SERVICE_NAME, __version__, http_errors
+from streamforge import SERVICE_NAME, __version__, http_errors, openapi
 from streamforge.components import Components
+from streamforge.config.loading import SettingsInvalid, load_settings
 from streamforge.config.settings import Settings
 from streamforge.deps import authenticate
-from streamforge.middleware import BodyLimitMiddleware
+from streamforge.errors import ConfigurationError
+from streamforge.middleware import BodyLimitMiddleware, StartupErrors
 from streamforge.routers import (
     admin,
     chat,
+    docs,
     documents,
     openai_api,
     root,
@@ -76,11 +79,22 @@ def drain_on_signals(drain: Callable[[], Awaitable[None]]) -> Callable[[], None]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    """The app on ``settings``, or on the environment's. Settings from the environment that
+    cannot be used give an app whose start-up fails with one line per problem in the log."""
+    if settings is None:
+        try:
+            settings = load_settings()
+        except SettingsInvalid as exc:
+            return unconfigured_app(exc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        components = await Components.start(settings)
+        try:
+            components = await Components.start(settings)
+        except ConfigurationError as exc:
+            # What the operator must fix, in one line (StartupErrors puts it in the log).
+            app.state.startup_error = exc.message
+            raise
         app.state.components = components
         restore = drain_on_signals(components.drain)
         try:
@@ -96,6 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # Who is calling, from the API key, before anything else about the request.
         dependencies=[Depends(authenticate)],
+        # Served by routers/docs.py from a package, never from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     http_errors.install(app)
@@ -107,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(admin.router)
     app.include_router(ui.router)
+    docs.install(app)
+    openapi.install(app)
 
     # Middleware wraps in reverse order of addition: the body limit sits inside CORS so that
     # even a 413 carries the CORS headers a browser needs to read it.
@@ -128,4 +147,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
+    app.add_middleware(StartupErrors)
+    return app
+
+
+def unconfigured_app(invalid: SettingsInvalid) -> FastAPI:
+    """An app that only refuses to start, saying why (``uvicorn streamforge.main:app`` imports
+    the app before anything can report a problem)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.startup_error = invalid.message
+        raise ConfigurationError(invalid.message)
+        yield  # pragma: no cover
+
+    app = FastAPI(title=SERVICE_NAME, version=__version__, lifespan=lifespan)
+    app.add_middleware(StartupErrors)
     return app

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from streamforge.chains.providers.local.host import ModelHost
     from streamforge.config.settings import Settings
 
+DEFAULT_URL = "http://127.0.0.1:8000"
+
 app = typer.Typer(
     help="StreamForge: a self-hostable streaming chat backend.",
     no_args_is_help=False,
@@ -32,12 +34,21 @@ app = typer.Typer(
 )
 
 
-# The API key the commands that talk to a server send (--key or STREAMFORGE_API_KEY).
+# Where the commands that talk to a server send their requests, and the API key they send:
+# --url and --key, given before the command or after it (after wins), or STREAMFORGE_URL and
+# STREAMFORGE_API_KEY.
 _api_key: str | None = None
+_root_url: str | None = None
 
 
 def _auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {_api_key}"} if _api_key else {}
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"streamforge {__version__}")
+        raise typer.Exit()
 
 
 @app.callback(invoke_without_command=True)
@@ -51,12 +62,51 @@ def _root(
             help="API key sent to the server (when it has authentication on).",
         ),
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="STREAMFORGE_URL",
+            help=f"The StreamForge server to talk to (default {DEFAULT_URL}).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
 ) -> None:
-    global _api_key
+    global _api_key, _root_url
     _api_key = key
+    _root_url = url
     # `python -m streamforge` with no command starts the server, as `python main.py` did.
     if ctx.invoked_subcommand is None:
         serve()
+
+
+def _target(url: str | None, key: str | None) -> str:
+    """The server URL a command talks to (its --url, the one before the command, or the
+    default), after taking its --key. A URL of the /v1 API rather than of the server is
+    refused with the fix."""
+    global _api_key
+    if key is not None:
+        _api_key = key
+    chosen = (url or _root_url or DEFAULT_URL).strip()
+    from urllib.parse import urlsplit
+
+    path = urlsplit(chosen).path.rstrip("/")
+    for suffix in ("/v1", "/chat", "/docs", "/ui"):
+        if path.endswith(suffix):
+            base = chosen.rstrip("/").removesuffix(suffix)
+            fail(
+                f"{chosen} is not the server's base URL: give --url {base} (the address "
+                f"the server listens on, without {suffix})"
+            )
+    return chosen
 
 
 @app.command()
@@ -75,9 +125,9 @@ def serve(
     """Run the HTTP server."""
     import uvicorn
 
-    from streamforge.config.settings import Settings
+    from streamforge.server import uvicorn_options
 
-    settings = Settings()
+    settings = _settings()
     bind = host or settings.server.host
     if (
         not settings.auth.enabled
@@ -111,6 +161,8 @@ def serve(
             reload=reload,
             log_level=settings.server.log_level,
             timeout_graceful_shutdown=10,
+            # Header and keep-alive timeouts and the connection limit (streamforge.server).
+            **uvicorn_options(settings),
         )
     finally:
         if host_model is not None:
@@ -160,10 +212,20 @@ def _loopback(host: str) -> bool:
         return False
 
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 UrlOption = Annotated[
-    str,
-    typer.Option(envvar="STREAMFORGE_URL", help="The StreamForge server to talk to."),
+    str | None,
+    typer.Option(
+        "--url",
+        help=f"The StreamForge server to talk to (default: STREAMFORGE_URL, else {DEFAULT_URL}).",
+    ),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        help="API key sent to the server (default: STREAMFORGE_API_KEY).",
+        show_default=False,
+    ),
 ]
 SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"}
 
@@ -174,103 +236,153 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _files(paths: list[Path]) -> list[Path]:
+def _settings(*, check: bool = True) -> Settings:
+    """The settings from the environment and .env; unusable ones end the command with one
+    ``error:`` line per problem. ``check``: also what each enabled provider needs."""
+    from streamforge.config.loading import SettingsInvalid, load_settings
+
+    try:
+        return load_settings(check=check)
+    except SettingsInvalid as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _files(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The files to upload among ``paths`` (folders searched whole), and the files left out
+    with the reason. A file named on the command line is always sent: the server judges it."""
     found: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    kinds = ", ".join(sorted({suffix.lstrip(".") for suffix in SUFFIXES}))
+
+    def walk(folder: Path) -> None:
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith("."):
+                skipped.append((entry, "hidden (its name starts with a dot)"))
+            elif entry.is_dir():
+                walk(entry)
+            elif not entry.is_file():
+                skipped.append((entry, "not a regular file"))
+            elif entry.suffix.lower() in SUFFIXES:
+                found.append(entry)
+            else:
+                kind = f"{entry.suffix} files" if entry.suffix else "files without a suffix"
+                skipped.append((entry, f"{kind} are not supported (only {kinds})"))
+
     for path in paths:
         if path.is_dir():
-            found.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
-            )
+            walk(path)
         elif path.is_file():
             found.append(path)
         else:
             fail(f"{path} does not exist")
-    return found
+    return found, skipped
 
 
-def _error_text(response: Any) -> str:
+def _shown(path: Path) -> str:
+    """A path as the user would recognise it: relative to here when it is below here."""
     try:
-        return str(response.json()["error"]["message"])
-    except Exception:
-        return f"HTTP {response.status_code}"
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to upload.")],
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
+    key: KeyOption = None,
     wait: Annotated[bool, typer.Option(help="Wait until every document is ingested.")] = True,
 ) -> None:
-    """Upload documents into a collection (created when missing), with a progress bar."""
-    import httpx
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    """Upload documents into a collection (created when missing), with a progress bar per
+    file; files that are left out are named, with the reason."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-    files = _files(paths)
+    url = _target(url, key)
+    files, skipped = _files(paths)
+    console = Console(stderr=True, highlight=False)
+    for path, reason in skipped:
+        console.print(f"skipped {_shown(path)}: {reason}", markup=False, soft_wrap=True)
     if not files:
         fail("no supported files (txt, md, html, pdf, docx) among the paths given")
     failed: list[tuple[str, str]] = []
-    try:
-        with httpx.Client(base_url=url, timeout=120, headers=_auth_headers()) as client:
-            created = client.post("/collections", json={"name": collection})
-            if created.status_code not in (201, 409):
-                fail(f"cannot create collection {collection!r}: {_error_text(created)}")
-            columns = (
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"),
-            )
-            with Progress(*columns, transient=False) as progress:
-                uploading = progress.add_task("upload", total=len(files), status="")
-                # Ingestion runs while the uploads go on: the rate counts from the first.
-                started = time.monotonic()
-                pending: dict[str, str] = {}
-                for path in files:
-                    progress.update(uploading, status=path.name)
-                    with path.open("rb") as handle:
-                        response = client.post(
-                            "/documents",
-                            data={"collection": collection},
-                            files={"file": (path.name, handle)},
-                        )
-                    if response.status_code not in (200, 202):
-                        failed.append((path.name, _error_text(response)))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[status]}"),
+    )
+    with _server(url) as client:
+        created = client.post("/collections", json={"name": collection})
+        if created.status_code not in (201, 409):
+            fail(f"cannot create collection {collection!r}: {_server_error(created)}")
+        with Progress(*columns, console=console, transient=False) as progress:
+            tasks = {
+                path: progress.add_task(_shown(path), total=1.0, status="waiting") for path in files
+            }
+            # Upload is the first tenth of a file's bar, ingestion the rest.
+            pending: dict[str, tuple[str, TaskID]] = {}
+            # All files, with the rate since the first upload (ingestion runs meanwhile).
+            overall = progress.add_task("all files", total=float(len(files)), status="")
+            started, settled = time.monotonic(), [0]
+
+            def advance() -> None:
+                settled[0] += 1
+                rate = settled[0] / max(time.monotonic() - started, 1e-6)
+                progress.update(overall, completed=settled[0], status=f"{rate:.1f} documents/s")
+
+            def failed_file(name: str, task: TaskID, reason: str) -> None:
+                failed.append((name, reason))
+                progress.update(task, status=f"failed: {reason}")
+                advance()
+
+            for path, task in tasks.items():
+                name = _shown(path)
+                progress.update(task, status="uploading")
+                with path.open("rb") as handle:
+                    response = client.post(
+                        "/documents",
+                        data={"collection": collection},
+                        files={"file": (path.name, handle)},
+                    )
+                if response.status_code not in (200, 202):
+                    failed_file(name, task, _server_error(response))
+                    continue
+                document = response.json()
+                if document["status"] == "failed":
+                    failed_file(name, task, str(document["error"]))
+                elif document["status"] == "ready":
+                    progress.update(task, completed=1.0, status="ready")
+                    advance()
+                else:
+                    progress.update(task, completed=0.1, status="ingesting")
+                    pending[document["id"]] = (name, task)
+            if not wait:
+                for _, task in pending.values():
+                    progress.update(task, status="uploaded (ingesting on the server)")
+                pending.clear()
+            while pending:
+                for document_id, (name, task) in list(pending.items()):
+                    document = _call(client, "GET", f"/documents/{_segment(document_id)}")
+                    if document["status"] == "failed":
+                        failed_file(name, task, str(document["error"]))
+                        del pending[document_id]
+                    elif document["status"] == "ready":
+                        progress.update(task, completed=1.0, status="ready")
+                        advance()
+                        del pending[document_id]
                     else:
-                        document = response.json()
-                        if document["status"] == "failed":
-                            failed.append((path.name, document["error"]))
-                        elif document["status"] != "ready":
-                            pending[document["id"]] = path.name
-                    progress.advance(uploading)
-                if wait and pending:
-                    ingesting = progress.add_task("ingest", total=float(len(pending)), status="")
-                    while pending:
-                        done = 0.0
-                        for document_id, name in list(pending.items()):
-                            document = client.get(f"/documents/{document_id}").json()
-                            if document["status"] == "failed":
-                                failed.append((name, document["error"]))
-                                del pending[document_id]
-                            elif document["status"] == "ready":
-                                del pending[document_id]
-                            else:
-                                done += float(document["progress"])
-                        finished = len(files) - len(failed) - len(pending)
-                        rate = finished / max(time.monotonic() - started, 1e-6)
-                        progress.update(
-                            ingesting,
-                            completed=min(finished, len(files)) + done,
-                            total=float(finished + len(pending)),
-                            status=f"{rate:.1f} documents/s",
-                        )
-                        if pending:
-                            time.sleep(0.25)
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach the StreamForge server at {url} ({exc.__class__.__name__})")
+                        done = 0.1 + 0.9 * float(document["progress"])
+                        progress.update(task, completed=done, status=document["status"])
+                if pending:
+                    time.sleep(0.25)
     for name, reason in failed:
         typer.echo(f"failed: {name}: {reason}", err=True)
-    typer.echo(f"{len(files) - len(failed)} of {len(files)} documents ingested into {collection}")
+    verb = "ingested into" if wait else "uploaded to"
+    typer.echo(f"{len(files) - len(failed)} of {len(files)} documents {verb} {collection}")
     if failed:
         raise typer.Exit(1)
 
@@ -402,7 +514,18 @@ def _server(url: str, *, stream: bool = False) -> Iterator[httpx.Client]:
 
 
 def _server_error(response: httpx.Response) -> str:
-    """The server's error message (``{"error": {"code", "message"}}``), else the status."""
+    """The server's error message (``{"error": {"code", "message"}}``), else the status; a
+    refused key says how to give one."""
+    if response.status_code == 401:
+        if _api_key:
+            return (
+                "the server refused the API key (unknown or revoked): check --key or "
+                "STREAMFORGE_API_KEY"
+            )
+        return (
+            "the server needs an API key: give it with --key KEY or STREAMFORGE_API_KEY "
+            "(an administrator creates one with: streamforge keys create --user NAME)"
+        )
     try:
         message = str(response.json()["error"]["message"])
     except Exception:
@@ -755,13 +878,20 @@ def chat(
         list[str] | None,
         typer.Option("--var", help="A template variable, NAME=VALUE; repeat for more."),
     ] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
+    key: KeyOption = None,
 ) -> None:
     """Send a message and stream the answer as it is written; without a message, chat.
 
     The session id goes to stderr (`session <id>`): pass it to --session to go on. In the
     conversation, /exit or Ctrl-D leaves and Ctrl-C stops an answer.
     """
+    url = _target(url, key)
+    if message is not None and not message.strip():
+        fail(
+            "the message is empty: give some text to send, or no message at all for an "
+            "interactive conversation"
+        )
     options: dict[str, Any] = {
         key: value
         for key, value in {
@@ -797,9 +927,11 @@ app.add_typer(sessions_app, name="sessions")
 @sessions_app.command("list")
 def sessions_list(
     limit: Annotated[int, typer.Option(min=1, max=100, help="How many, newest first.")] = 20,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
+    key: KeyOption = None,
 ) -> None:
     """List sessions, newest first."""
+    url = _target(url, key)
     from rich.console import Console
     from rich.table import Table
 
@@ -821,9 +953,11 @@ def sessions_list(
 @sessions_app.command("show")
 def sessions_show(
     session_id: Annotated[str, typer.Argument(metavar="ID", help="The session's id.")],
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
+    key: KeyOption = None,
 ) -> None:
     """Show a session's messages, oldest first: role, status and content."""
+    url = _target(url, key)
     from rich.console import Console
 
     not_found = f"session {session_id} not found"
@@ -852,9 +986,11 @@ def sessions_show(
 @sessions_app.command("delete")
 def sessions_delete(
     session_id: Annotated[str, typer.Argument(metavar="ID", help="The session's id.")],
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
+    key: KeyOption = None,
 ) -> None:
     """Delete a session with its messages."""
+    url = _target(url, key)
     with _server(url) as client:
         path = f"/sessions/{_segment(session_id)}"
         _call(client, "DELETE", path, not_found=f"session {session_id} not found")
@@ -868,9 +1004,11 @@ app.add_typer(templates_app, name="templates")
 @templates_app.command("list")
 def templates_list(
     limit: Annotated[int, typer.Option(min=1, max=100, help="How many.")] = 20,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
+    key: KeyOption = None,
 ) -> None:
     """List templates: the built-in default, then the latest version of each."""
+    url = _target(url, key)
     from rich.console import Console
     from rich.table import Table
 
@@ -893,9 +1031,11 @@ def templates_show(
     version: Annotated[
         int | None, typer.Option(min=1, help="A version number (default: the latest).")
     ] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
+    key: KeyOption = None,
 ) -> None:
     """Show a template's system prompt, its latest version or --version N."""
+    url = _target(url, key)
     from rich.console import Console
 
     not_found = (
@@ -925,24 +1065,76 @@ keys_app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 
 
-def _on_database(work: Any) -> Any:
-    """Run ``work(auth_service)`` against the configured database, migrated to head."""
+def _on_database(work: Any, *, create: bool = False) -> Any:
+    """Run ``work(auth_service)`` against the configured database, migrated to head. Which
+    database goes to stderr first; one that does not exist yet is made only when ``create``
+    (keys made there would mean nothing to a server that uses another)."""
     import asyncio
 
-    from streamforge.config.settings import Settings
+    from sqlalchemy import inspect
+
+    from streamforge.config.loading import mask, source
     from streamforge.db.database import Database
-    from streamforge.db.engine import create_engine
+    from streamforge.db.engine import connection_failure, create_engine, normalise_url
     from streamforge.db.migrate import upgrade_to_head
     from streamforge.errors import AppError
     from streamforge.services.auth import AuthService
 
+    settings = _settings(check=False)
+    raw_url = settings.database_url
+    try:
+        url = normalise_url(raw_url)
+    except AppError as exc:
+        fail(exc.message)
+    sqlite_file: Path | None = None
+    if settings.database.url is None:
+        origin = source(("data_dir",))
+        how = (
+            "the default data directory ./data of the current directory; set "
+            "STREAMFORGE_DATA_DIR or STREAMFORGE_DATABASE__URL to the server's"
+            if origin == "default"
+            else f"STREAMFORGE_DATA_DIR from the {origin}"
+        )
+    else:
+        how = f"STREAMFORGE_DATABASE__URL from the {source(('database', 'url'))}"
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        sqlite_file = Path(url.database)
+        where = f"SQLite file {sqlite_file}"
+    else:
+        where = str(mask(("database", "url"), raw_url))
+    _note(f"database: {where} ({how})")
+    if sqlite_file is not None and not sqlite_file.exists():
+        if not create:
+            fail(
+                f"there is no database at {sqlite_file}: run this command where the server "
+                "runs, with its settings, or pass --create-database to make a new one here"
+            )
+        if settings.database.url is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+
     async def run() -> Any:
-        settings = Settings()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(settings.database_url)
+        engine = create_engine(raw_url)
         try:
+            async with engine.connect() as connection:
+                migrated = await connection.run_sync(
+                    lambda sync: inspect(sync).has_table("alembic_version")
+                )
+            if not migrated and not create:
+                fail(
+                    f"the database {where} has no StreamForge tables: point the settings at "
+                    "the server's database, or pass --create-database to set this one up"
+                )
             await upgrade_to_head(engine)
             return await work(AuthService(Database(engine)))
+        except typer.Exit:
+            raise
+        except AppError:
+            raise
+        except Exception as exc:
+            failure = connection_failure(raw_url, exc)
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
             await engine.dispose()
 
@@ -954,11 +1146,21 @@ def _on_database(work: Any) -> Any:
         fail(f"cannot open the database: {exc}")
 
 
+CreateDatabaseOption = Annotated[
+    bool,
+    typer.Option(
+        "--create-database",
+        help="Make the database when the settings point at none (or set up an empty one).",
+    ),
+]
+
+
 @keys_app.command("create")
 def keys_create(
     user: Annotated[str, typer.Option(help="The user the key acts as; created if new.")],
     admin: Annotated[bool, typer.Option(help="Make a new user an administrator.")] = False,
     name: Annotated[str | None, typer.Option(help="What the key is for.")] = None,
+    create_database: CreateDatabaseOption = False,
 ) -> None:
     """Create an API key and print it once (it cannot be shown again)."""
     from streamforge.errors import NotFound
@@ -973,7 +1175,7 @@ def keys_create(
         key, info = await auth.create_key(user, name)
         return key, info.id
 
-    key, key_id = _on_database(work)
+    key, key_id = _on_database(work, create=create_database)
     typer.echo(key)
     _note(f"key id {key_id}; store the key now: it is not shown again")
 
@@ -989,8 +1191,15 @@ def keys_list() -> None:
     async def work(auth: AuthService) -> Any:
         return await auth.keys()
 
-    table = Table("id", "user", "name", "key", "created", "last used", "revoked")
-    for info in _on_database(work):
+    found = _on_database(work)
+    if not found:
+        typer.echo("no keys")
+        return
+    table = Table()
+    table.add_column("id", no_wrap=True)
+    for column in ("user", "name", "key", "created", "last used", "revoked"):
+        table.add_column(column)
+    for info in found:
         table.add_row(
             info.id,
             info.user,
@@ -1000,19 +1209,75 @@ def keys_list() -> None:
             _when(info.last_used_at.isoformat() if info.last_used_at else None),
             _when(info.revoked_at.isoformat() if info.revoked_at else None),
         )
-    Console().print(table)
+    # Never cut an id to fit the terminal: one that is cut cannot be revoked.
+    console = Console()
+    width = max(console.width, console.measure(table).maximum)
+    Console(width=width).print(table, markup=False, highlight=False)
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (keys list).")]) -> None:
+def keys_revoke(
+    key_id: Annotated[
+        str, typer.Argument(help="The key's id (keys list), or enough of its start to be unique.")
+    ],
+) -> None:
     """Revoke an API key: servers refuse it within seconds (their key cache)."""
+    from streamforge.errors import NotFound
     from streamforge.services.auth import AuthService
 
+    wanted = key_id.strip().rstrip("…").rstrip(".")
+
     async def work(auth: AuthService) -> Any:
-        return await auth.revoke(key_id)
+        matches = [info.id for info in await auth.keys() if info.id.startswith(wanted)]
+        if not wanted or not matches:
+            raise NotFound(f"no key has the id {key_id!r} (see: streamforge keys list)")
+        exact = [match for match in matches if match == wanted]
+        if len(matches) > 1 and not exact:
+            raise NotFound(
+                f"{key_id!r} starts {len(matches)} key ids; give more of it: " + ", ".join(matches)
+            )
+        return await auth.revoke(exact[0] if exact else matches[0])
 
     info = _on_database(work)
     typer.echo(f"revoked {info.id} ({info.prefix}…, user {info.user})")
+
+
+def _env_value(value: Any) -> str:
+    """A setting's value as it would be written in the environment or a .env file."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+@app.command("config")
+def show_config(
+    changed: Annotated[
+        bool, typer.Option("--changed", help="Only the settings that are not their default.")
+    ] = False,
+) -> None:
+    """Print the effective configuration: every setting as NAME=value (keys and passwords
+    masked) and where it came from (default, environment, .env file); then what is wrong
+    with it, if anything (exit code 1)."""
+    from streamforge.config.loading import entries, problems
+
+    settings = _settings(check=False)
+    rows = [
+        (f"{entry.name}={_env_value(entry.value)}", entry.source)
+        for entry in entries(settings)
+        if not changed or entry.source != "default"
+    ]
+    width = max((len(text) for text, _ in rows), default=0)
+    for text, origin in rows:
+        typer.echo(f"{text.ljust(width)}  # {origin}")
+    found = problems(settings)
+    for problem in found:
+        typer.echo(f"error: {problem}", err=True)
+    if found:
+        raise typer.Exit(1)
 
 
 @app.command()

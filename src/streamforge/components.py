@@ -11,7 +11,7 @@ from streamforge.chains.core.llm_setup import ProviderRegistry, build_registry
 from streamforge.chains.embeddings import build_embedding_model
 from streamforge.config.settings import Settings
 from streamforge.db.database import Database
-from streamforge.db.engine import create_engine
+from streamforge.db.engine import connection_failure, create_engine
 from streamforge.db.ids import new_id
 from streamforge.db.migrate import upgrade_to_head
 from streamforge.metrics import Metrics
@@ -66,8 +66,11 @@ class Components:
         )
         try:
             await upgrade_to_head(engine)
-        except BaseException:
+        except BaseException as exc:
             await engine.dispose()
+            failure = connection_failure(settings.database_url, exc)
+            if failure is not None:
+                raise failure from exc
             raise
         database = Database(engine)
         store = create_store(

@@ -42,19 +42,27 @@ async def get_settings(request: Request) -> Settings:
 LOCAL_CALLER = Caller(user_id=LOCAL_OWNER, role=Role.ADMIN)
 # Reachable without a key: the index, health, the documentation and the page's own files
 # (the page sends the key with every API call it makes).
-PUBLIC_PATHS = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+PUBLIC_PATHS = frozenset(
+    {"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 
 
 async def authenticate(request: Request) -> None:
     """Run for every route (an app-wide dependency): who is calling, from the API key."""
     components = await get_components(request)
     path = request.url.path
-    public = path in PUBLIC_PATHS or path == "/ui" or path.startswith("/ui/")
     auth = components.settings.auth
+    public = (
+        path in PUBLIC_PATHS
+        or path == "/ui"
+        or path.startswith("/ui/")
+        or (path == "/metrics" and auth.public_metrics)
+    )
     if not auth.enabled:
         if not public and not auth.allow_unauthenticated_remote and _reached_from_outside(request):
             raise Forbidden(
-                "authentication is off, so this server answers on loopback addresses only: "
+                "authentication is off, so this server answers requests from this machine only "
+                "(on a loopback address, not through a proxy): "
                 "turn authentication on (STREAMFORGE_AUTH__ENABLED) or allow it "
                 "(STREAMFORGE_AUTH__ALLOW_UNAUTHENTICATED_REMOTE)"
             )
@@ -88,16 +96,34 @@ async def _limit(components: Components, caller: Caller) -> None:
         )
 
 
+# Headers a reverse proxy adds: a request that carries one came from somewhere else, even when
+# the proxy runs on this host and the connection arrives on loopback.
+FORWARDING_HEADERS = frozenset(
+    {b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-real-ip", b"x-client-ip"}
+)
+
+
 def _reached_from_outside(request: Request) -> bool:
-    """The request came in on a non-loopback address of this server (however it was started:
-    `streamforge serve` refuses to listen there, a plain `uvicorn --host 0.0.0.0` does not)."""
-    server = request.scope.get("server")
-    if not server:
-        return False
+    """The request may come from another machine: it reached a non-loopback address of this
+    server (however it was started: `streamforge serve` refuses to listen there, a plain
+    `uvicorn --host 0.0.0.0` does not), came from a non-loopback peer, or passed through a
+    proxy (which connects from loopback whoever its client is)."""
+    if any(name in FORWARDING_HEADERS for name, _ in request.scope.get("headers", ())):
+        return True
+    ends = (request.scope.get("server"), request.scope.get("client"))
+    return not all(is_loopback(end[0]) for end in ends if end)
+
+
+def is_loopback(host: object) -> bool:
+    """127.0.0.0/8, ::1 and IPv4-mapped loopback (::ffff:127.0.0.1, as a dual-stack socket
+    reports an IPv4 peer). A name (a test client, a unix socket) is not an address to judge."""
     try:
-        return not ipaddress.ip_address(str(server[0])).is_loopback
+        address = ipaddress.ip_address(str(host).strip("[]"))
     except ValueError:
-        return False  # a name (a test client, a unix socket): not an address to judge
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 async def get_caller(request: Request) -> Caller:
@@ -137,6 +163,12 @@ async def get_admin(request: Request) -> Caller:
     return caller
 
 
+async def get_metrics_reader(request: Request) -> None:
+    """Metrics describe every user's traffic: an administrator's, unless made public."""
+    if not (await get_settings(request)).auth.public_metrics:
+        await get_admin(request)
+
+
 async def get_chat_service(request: Request) -> ChatService:
     return (await get_components(request)).chat
 
@@ -169,6 +201,7 @@ ComponentsDep = Annotated[Components, Depends(get_components)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 AdminDep = Annotated[Caller, Depends(get_admin)]
+MetricsReaderDep = Annotated[None, Depends(get_metrics_reader)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 CompletionServiceDep = Annotated[CompletionService, Depends(get_completion_service)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -60,16 +60,62 @@ async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.code, exc.message, _plain(exc.details), exc.headers)
 
 
+def _where(loc: Sequence[Any], body: Any, missing: bool) -> list[str | int]:
+    """The path to the offending value, as the client sent it.
+
+    Pydantic puts the name of the union member it tried into ``loc`` (``str``,
+    ``function-after[...]``, and for constrained types a repr with a memory address): a step is
+    kept only where the body really has that key or index, or where it names the field that is
+    missing.
+    """
+    if not loc:
+        return []
+    if loc[0] != "body":
+        # Query, path and header parameters are plain names.
+        return [str(loc[0]), *(part for part in loc[1:2] if isinstance(part, str | int))]
+    path: list[str | int] = ["body"]
+    node = body
+    for position, part in enumerate(loc[1:], start=1):
+        in_body = (isinstance(node, dict) and isinstance(part, str) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if in_body:
+            node = node[part]
+        elif not (missing and isinstance(node, dict) and position == len(loc) - 1):
+            continue
+        path.append(part)
+    return path
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    message = str(error.get("msg", ""))
+    context = error.get("ctx") or {}
+    kind = error.get("type")
+    if kind in ("too_short", "too_long") and isinstance(error.get("input"), str):
+        # A length checked after a validator reads "Value should have at least 1 item".
+        limit = context.get("min_length" if kind == "too_short" else "max_length")
+        bound = "least" if kind == "too_short" else "most"
+        unit = "character" if limit == 1 else "characters"
+        message = f"String should have at {bound} {limit} {unit}"
+    return message
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(error.get("type") == "json_invalid" for error in errors):
         return error_response(400, "malformed_json", "the request body is not valid JSON")
     details = [
-        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type")}
+        {
+            "loc": _where(error.get("loc", ()), exc.body, error.get("type") == "missing"),
+            "msg": _message(error),
+            "type": error.get("type"),
+        }
         for error in errors
     ]
-    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    # Of the attempts at a union (a string or a list of strings...), the one that went deepest
+    # into the value says most.
+    first = max(details, key=lambda d: len(d["loc"])) if details else {"loc": [], "msg": "?"}
     where = ".".join(str(part) for part in first["loc"] if part != "body") or "request"
     return error_response(422, "validation_error", f"{where}: {first['msg']}", _plain(details))
 

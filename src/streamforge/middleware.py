@@ -1,4 +1,4 @@
-"""ASGI middleware that must see the raw request."""
+"""ASGI middleware that must see the raw request (or the lifespan's messages)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,29 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streamforge.errors import PayloadTooLarge
 from streamforge.http_errors import error_response
+
+
+class StartupErrors:
+    """Puts the one-line reason a start-up failed, when the app knows it
+    (``app.state.startup_error``), in the server's log instead of a traceback: the server
+    logs the message of ``lifespan.startup.failed``, which Starlette fills with the traceback.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def explained(message: Message) -> None:
+            reason = getattr(scope["app"].state, "startup_error", None)
+            if message["type"] == "lifespan.startup.failed" and reason:
+                message = {**message, "message": reason}
+            await send(message)
+
+        await self.app(scope, receive, explained)
 
 
 class BodyLimitMiddleware:

@@ -2,16 +2,33 @@
 
 Every field is read from the environment with the prefix ``STREAMFORGE_``; nested groups use
 ``__`` (``STREAMFORGE_STREAMING__HEARTBEAT_INTERVAL=5``). A ``.env`` file in the working
-directory is read too. README.md documents every field in its configuration table.
+directory is read too. README.md documents every field in its configuration table, and
+``.env.example`` lists them all with their defaults.
+
+``streamforge.config.loading`` turns a wrong or missing setting into one line per problem.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _list(value: Any) -> Any:
+    """A list setting from the environment: a JSON list, or names separated by commas."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError('not a JSON list; write a,b or ["a", "b"]') from None
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 class ServerSettings(BaseModel):
@@ -25,6 +42,14 @@ class ServerSettings(BaseModel):
     # is dead, and the replies it left streaming are marked interrupted by the others.
     heartbeat_interval: float = Field(default=5.0, gt=0)
     worker_timeout: float = Field(default=30.0, gt=0)
+    # `streamforge serve` closes a connection that has not sent a request's headers this many
+    # seconds after opening (or after the first byte of its next request), and one that stays
+    # idle between requests for keep_alive_timeout seconds.
+    header_timeout: float = Field(default=10.0, gt=0)
+    keep_alive_timeout: int = Field(default=5, ge=1)
+    # Open connections per worker (streams included); more are answered 503 at once. Lowered
+    # to fit the process's open-file limit.
+    max_connections: int = Field(default=1000, ge=1)
 
 
 class AuthSettings(BaseModel):
@@ -36,12 +61,18 @@ class AuthSettings(BaseModel):
     allow_unauthenticated_remote: bool = False
     # Seconds a worker remembers a key lookup; a revoked key stops working within this.
     key_cache_seconds: float = Field(default=5.0, ge=0)
+    # GET /metrics describes every user's traffic: with authentication on it needs an
+    # administrator's key, unless this opens it to anyone who can reach the port (a scraper on
+    # a network you trust).
+    public_metrics: bool = False
 
 
 class CorsSettings(BaseModel):
     # Empty means no cross-origin access; ["*"] must be asked for explicitly.
-    origins: list[str] = Field(default_factory=list)
+    origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allow_credentials: bool = False
+
+    _origins = field_validator("origins", mode="before")(_list)
 
 
 class DatabaseSettings(BaseModel):
@@ -125,26 +156,33 @@ class HostedSettings(BaseModel):
     enabled: bool = False
     api_key: str | None = None
     base_url: str | None = None
-    model: str
+    # The model used when a request names none. None (openai_compatible only): the first
+    # model the server lists at GET {base_url}/models.
+    model: str | None = None
     context_window: int = Field(default=128_000, ge=256)
     max_tokens: int = Field(default=1024, ge=1)
     timeout: float = Field(default=60.0, gt=0)
 
 
-def _openai() -> HostedSettings:
-    return HostedSettings(model="gpt-4o-mini")
+# One class per provider, so that setting one field from the environment keeps the others'
+# defaults (a nested group from the environment replaces a default_factory's instance whole).
+class OpenAISettings(HostedSettings):
+    model: str = "gpt-4o-mini"
 
 
-def _anthropic() -> HostedSettings:
-    return HostedSettings(model="claude-3-5-haiku-latest", context_window=200_000)
+class AnthropicSettings(HostedSettings):
+    model: str = "claude-haiku-4-5"
+    context_window: int = Field(default=200_000, ge=256)
 
 
-def _ollama() -> HostedSettings:
-    return HostedSettings(base_url="http://127.0.0.1:11434", model="llama3.2", context_window=8192)
+class OllamaSettings(HostedSettings):
+    base_url: str = "http://127.0.0.1:11434"
+    model: str = "llama3.2"
+    context_window: int = Field(default=8192, ge=256)
 
 
-def _openai_compatible() -> HostedSettings:
-    return HostedSettings(base_url=None, model="default", context_window=8192)
+class OpenAICompatibleSettings(HostedSettings):
+    context_window: int = Field(default=8192, ge=256)
 
 
 ProviderName = Literal["local", "simulated", "openai", "anthropic", "ollama", "openai_compatible"]
@@ -153,7 +191,7 @@ ProviderName = Literal["local", "simulated", "openai", "anthropic", "ollama", "o
 class LLMSettings(BaseModel):
     provider: ProviderName = "local"
     # Tried in order when the chosen provider fails before its first token.
-    fallbacks: list[ProviderName] = Field(default_factory=list)
+    fallbacks: Annotated[list[ProviderName], NoDecode] = Field(default_factory=list)
     # Attempts per provider before moving to the next fallback (1: no retry).
     attempts: int = Field(default=3, ge=1, le=10)
     retry_backoff: float = Field(default=0.5, ge=0)
@@ -161,10 +199,12 @@ class LLMSettings(BaseModel):
     first_token_timeout: float = Field(default=120.0, gt=0)
     simulated: SimulatedSettings = Field(default_factory=SimulatedSettings)
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
-    openai: HostedSettings = Field(default_factory=_openai)
-    anthropic: HostedSettings = Field(default_factory=_anthropic)
-    ollama: HostedSettings = Field(default_factory=_ollama)
-    openai_compatible: HostedSettings = Field(default_factory=_openai_compatible)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
+    ollama: OllamaSettings = Field(default_factory=OllamaSettings)
+    openai_compatible: OpenAICompatibleSettings = Field(default_factory=OpenAICompatibleSettings)
+
+    _fallbacks = field_validator("fallbacks", mode="before")(_list)
 
 
 class MemorySettings(BaseModel):
@@ -287,7 +327,3 @@ class Settings(BaseSettings):
         if self.database.url:
             return self.database.url
         return f"sqlite:///{(self.data_dir / 'streamforge.db').resolve().as_posix()}"
-
-
-def get_settings() -> Settings:
-    return Settings()

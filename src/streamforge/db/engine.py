@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import (
 
 from streamforge.db import sqlite as _sqlite  # registers the sqlean dialect
 from streamforge.errors import ConfigurationError
+
+DATABASE_SETTING = "STREAMFORGE_DATABASE__URL"
 
 
 def normalise_url(raw: str) -> URL:
@@ -42,7 +45,14 @@ def create_engine(
     kwargs: dict[str, Any] = {"echo": echo}
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            # A typo in the URL should not quietly make a new tree of directories (the default
+            # data directory is made by whoever chose it, before this).
+            directory = Path(url.database).parent
+            if not directory.is_dir():
+                raise ConfigurationError(
+                    f"SQLite database directory {directory} does not exist "
+                    f"({DATABASE_SETTING}): create it or choose another path"
+                )
         kwargs["connect_args"] = {"timeout": 30}
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -67,5 +77,39 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def is_sqlite(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "sqlite"
+def connection_failure(raw_url: str, exc: BaseException) -> ConfigurationError | None:
+    """One line that says why the database could not be reached at start-up, naming the server
+    and the setting, for the errors that mean "wrong address, credentials or name"; None for
+    anything else (a bug keeps its traceback)."""
+    url = normalise_url(raw_url)
+    if url.get_backend_name() != "postgresql":
+        return None
+    where = f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}"
+    cause = _root_cause(exc)
+    name = type(cause).__name__
+    if isinstance(cause, ConnectionRefusedError):
+        reason = "refused the connection"
+    elif isinstance(cause, socket.gaierror):
+        reason = "cannot be found (unknown host name)"
+    elif isinstance(cause, TimeoutError):
+        reason = "did not answer in time"
+    elif isinstance(cause, OSError):
+        reason = "cannot be reached"
+    elif name in ("InvalidPasswordError", "InvalidAuthorizationSpecificationError"):
+        reason = f"refused the login of user {url.username or '(none)'!r}"
+    elif name == "InvalidCatalogNameError":
+        reason = f"has no database {url.database!r}"
+    else:
+        return None
+    return ConfigurationError(f"{where} {reason} ({DATABASE_SETTING})")
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "orig", None) or exc.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return exc

@@ -15,7 +15,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# Until authentication lands every row belongs to the local single user.
+# With authentication off every row belongs to this one local user.
 LOCAL_OWNER = "local"
 
 

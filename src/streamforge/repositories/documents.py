@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from sqlalchemy import Row, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import undefer
 
 from streamforge.db.ids import is_valid_id
 from streamforge.models import Chunk, Collection, Document
@@ -50,14 +49,10 @@ async def document_counts(db: AsyncSession, collection_ids: Sequence[str]) -> di
     return {collection_id: int(count) for collection_id, count in rows.all()}
 
 
-async def get_document(
-    db: AsyncSession, owner_id: str, document_id: str, *, with_data: bool = False
-) -> Document | None:
+async def get_document(db: AsyncSession, owner_id: str, document_id: str) -> Document | None:
     if not is_valid_id(document_id):
         return None
     query = select(Document).where(Document.owner_id == owner_id, Document.id == document_id)
-    if with_data:
-        query = query.options(undefer(Document.data))
     return (await db.execute(query)).scalar_one_or_none()
 
 

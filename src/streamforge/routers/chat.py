@@ -16,7 +16,7 @@ from streamforge.deps import (
 )
 from streamforge.errors import BadRequest
 from streamforge.schemas.chat import ChatRequest
-from streamforge.schemas.common import ErrorResponse
+from streamforge.schemas.common import ErrorResponse, StorableText
 from streamforge.services.health import chat_health
 from streamforge.streaming.events import MAX_EVENT_ID
 from streamforge.streaming.log import EventLogUnavailable, StreamReader, Unreachable
@@ -112,9 +112,9 @@ async def resume(
     service: ChatServiceDep,
     settings: SettingsDep,
     components: ComponentsDep,
-    last_event_id: Annotated[str | None, Query(max_length=20)] = None,
+    last_event_id: Annotated[StorableText | None, Query(max_length=20)] = None,
     last_event_id_header: Annotated[
-        str | None, Header(alias="Last-Event-ID", max_length=20)
+        StorableText | None, Header(alias="Last-Event-ID", max_length=20)
     ] = None,
 ) -> Response:
     after = _event_id(last_event_id_header if last_event_id_header is not None else last_event_id)

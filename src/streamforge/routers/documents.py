@@ -127,7 +127,7 @@ async def list_documents(
     service: DocumentServiceDep,
     limit: LimitQuery = 20,
     offset: OffsetQuery = 0,
-    collection: Annotated[str | None, Query(max_length=100)] = None,
+    collection: Annotated[StorableText | None, Query(max_length=100)] = None,
     status: DocumentStatus | None = None,
 ) -> Page[DocumentPublic]:
     items, total = await service.list_documents(

@@ -227,8 +227,8 @@ def _completion_response(
 async def list_models(service: CompletionServiceDep) -> ModelList:
     return ModelList(
         data=[
-            ModelPublic(id=model, created=_MODEL_CREATED, owned_by=owner)
-            for model, owner in service.models()
+            ModelPublic(id=listed, created=_MODEL_CREATED, owned_by=owner, model=model)
+            for listed, owner, model in service.models()
         ]
     )
 
@@ -240,9 +240,9 @@ async def list_models(service: CompletionServiceDep) -> ModelList:
     responses={404: {"model": ErrorResponse}},
 )
 async def get_model(model: str, service: CompletionServiceDep) -> ModelPublic:
-    for listed, owner in service.models():
+    for listed, owner, used in service.models():
         if listed == model:
-            return ModelPublic(id=listed, created=_MODEL_CREATED, owned_by=owner)
+            return ModelPublic(id=listed, created=_MODEL_CREATED, owned_by=owner, model=used)
     raise NotFound(f"model {model!r} does not exist; see GET /v1/models")
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from streamforge import SERVICE_NAME, __version__
-from streamforge.deps import ComponentsDep
+from streamforge.deps import ComponentsDep, MetricsReaderDep
 from streamforge.metrics import CONTENT_TYPE
 from streamforge.services.health import overall_health
 
@@ -40,7 +40,8 @@ async def health(components: ComponentsDep) -> JSONResponse:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}}},
 )
-async def metrics(components: ComponentsDep) -> Response:
+async def metrics(components: ComponentsDep, _: MetricsReaderDep) -> Response:
     """Time to first token, tokens per second, active streams, disconnects, resumes, cancels,
-    queue depth and retrieval latency."""
+    queue depth and retrieval latency. With authentication on, an administrator's key is
+    needed (unless `STREAMFORGE_AUTH__PUBLIC_METRICS` is set)."""
     return Response(components.metrics.render(), media_type=CONTENT_TYPE)

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamforge.models import Role
-from streamforge.schemas.common import StorableText
+from streamforge.schemas.common import StorableText, Timestamp
 
-Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")]
+Name = Annotated[StorableText, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")]
 
 
 class UserCreate(BaseModel):
@@ -24,7 +23,7 @@ class UserPublic(BaseModel):
     id: str
     name: str
     role: Role
-    created_at: datetime
+    created_at: Timestamp
 
 
 class KeyCreate(BaseModel):
@@ -48,9 +47,9 @@ class KeyPublic(BaseModel):
     user: str
     name: str | None
     prefix: str
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
+    created_at: Timestamp
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
 
 
 class KeyCreated(KeyPublic):

@@ -15,11 +15,11 @@ class ChatRequest(BaseModel):
     )
 
     message: StorableText = Field(description="The user's message.")
-    session_id: str | None = Field(
+    session_id: StorableText | None = Field(
         default=None, description="Continue this session; omitted: a new session is created."
     )
-    provider: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    provider: Annotated[StorableText, Field(min_length=1, max_length=64)] | None = None
+    model: Annotated[StorableText, Field(min_length=1, max_length=200)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     stop: (
@@ -33,12 +33,12 @@ class ChatRequest(BaseModel):
     )
     variables: (
         dict[
-            Annotated[str, Field(min_length=1, max_length=100)],
+            Annotated[StorableText, Field(min_length=1, max_length=100)],
             Annotated[StorableText, Field(max_length=20_000)],
         ]
         | None
     ) = Field(default=None, description="Values for the template's variables.")
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+    idempotency_key: Annotated[StorableText, Field(min_length=1, max_length=200)] | None = Field(
         default=None,
         description="A retry with the same key attaches to the stream of the first attempt "
         "(replayed from its first event) instead of starting a second generation.",

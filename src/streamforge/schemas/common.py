@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel
 
 T = TypeVar("T")
 
@@ -23,6 +24,17 @@ def _storable(value: str) -> str:
 StorableText = Annotated[str, AfterValidator(_storable)]
 
 
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes (stored in UTC) and PostgreSQL ones in the session's
+    # time zone: every response says UTC, written RFC 3339 style with "Z".
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -38,11 +50,6 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
-
-
-class PageParams(BaseModel):
-    limit: int = Field(default=20, ge=1, le=100)
-    offset: int = Field(default=0, ge=0, le=1_000_000_000)
 
 
 LimitQuery = Annotated[int, Query(ge=1, le=100, description="Items per page.")]

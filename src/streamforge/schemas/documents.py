@@ -1,16 +1,15 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamforge.schemas.common import StorableText
+from streamforge.schemas.common import StorableText, Timestamp
 from streamforge.schemas.templates import NAME_PATTERN
 
-CollectionName = Annotated[str, Field(min_length=1, max_length=100, pattern=NAME_PATTERN)]
+CollectionName = Annotated[StorableText, Field(min_length=1, max_length=100, pattern=NAME_PATTERN)]
 # A collection named, or given by id, in a request body.
-CollectionRef = Annotated[str, Field(min_length=1, max_length=100)]
+CollectionRef = Annotated[StorableText, Field(min_length=1, max_length=100)]
 
 
 class CollectionCreate(BaseModel):
@@ -26,7 +25,7 @@ class CollectionPublic(BaseModel):
     embedding_model: str | None
     dimensions: int | None
     document_count: int
-    created_at: datetime
+    created_at: Timestamp
 
 
 class DocumentPublic(BaseModel):
@@ -43,9 +42,9 @@ class DocumentPublic(BaseModel):
     progress: float = Field(description="0 to 1.")
     chunk_count: int
     pages: int | None
-    created_at: datetime
-    updated_at: datetime
-    ingested_at: datetime | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    ingested_at: Timestamp | None
 
 
 class ChunkPublic(BaseModel):

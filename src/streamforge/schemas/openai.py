@@ -30,7 +30,7 @@ class ContentPart(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: Annotated[str, Field(max_length=64)]
+    type: Annotated[StorableText, Field(max_length=64)]
     text: StorableText | None = None
 
 
@@ -42,7 +42,7 @@ class ChatMessage(BaseModel):
         default=None,
         description='A string, or a list of `{"type": "text", "text": ...}` parts.',
     )
-    name: Annotated[str, Field(max_length=256)] | None = None
+    name: Annotated[StorableText, Field(max_length=256)] | None = None
 
     @model_validator(mode="after")
     def _has_content(self) -> ChatMessage:
@@ -79,7 +79,7 @@ class StreamOptions(BaseModel):
 class ResponseFormat(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    type: Annotated[str, Field(max_length=64)]
+    type: Annotated[StorableText, Field(max_length=64)]
 
 
 class ChatCompletionRequest(BaseModel):
@@ -90,7 +90,7 @@ class ChatCompletionRequest(BaseModel):
         },
     )
 
-    model: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+    model: Annotated[StorableText, Field(min_length=1, max_length=200)] = Field(
         description="`provider` (its default model) or `provider/model`; see `GET /v1/models`."
     )
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1000)]
@@ -106,26 +106,26 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     stop: StopText | Annotated[list[StopText], Field(max_length=4)] | None = None
     n: Annotated[int, Field(ge=1, le=128)] = 1
-    user: Annotated[str, Field(max_length=256)] | None = None
+    user: Annotated[StorableText, Field(max_length=256)] | None = None
 
     # Accepted and ignored: hints about sampling the providers do not all support.
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     seed: int | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[StorableText, float] | None = None
     parallel_tool_calls: bool | None = None
     store: bool | None = None
-    metadata: dict[str, str] | None = None
+    metadata: dict[StorableText, StorableText] | None = None
 
     # Accepted only in the form that asks for nothing StreamForge lacks.
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: StorableText | dict[str, Any] | None = None
     functions: list[dict[str, Any]] | None = None
-    modalities: list[str] | None = None
+    modalities: list[StorableText] | None = None
 
     def check_supported(self) -> None:
         """Refuse what would silently change the answer's meaning if ignored."""
@@ -202,6 +202,11 @@ class ModelPublic(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    # StreamForge's own: the provider's model that answers a request naming this id
+    # ("openai" → "gpt-4o-mini").
+    model: str | None = Field(
+        default=None, description="The provider's model that answers requests for this id."
+    )
 
 
 class ModelList(BaseModel):
@@ -215,7 +220,7 @@ class EmbeddingRequest(BaseModel):
         json_schema_extra={"examples": [{"model": "all-MiniLM-L6-v2", "input": "Hello"}]},
     )
 
-    model: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+    model: Annotated[StorableText, Field(min_length=1, max_length=200)] = Field(
         description="The embedding model's name (see `GET /v1/models`), or `default`."
     )
     input: (
@@ -226,7 +231,7 @@ class EmbeddingRequest(BaseModel):
     )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1, le=65_536)] | None = None
-    user: Annotated[str, Field(max_length=256)] | None = None
+    user: Annotated[StorableText, Field(max_length=256)] | None = None
 
     def texts(self) -> list[str]:
         if isinstance(self.input, str):

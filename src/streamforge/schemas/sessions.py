@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamforge.schemas.common import StorableText
+from streamforge.schemas.common import StorableText, Timestamp
 
 Title = Annotated[StorableText, Field(min_length=1, max_length=200)]
 
@@ -27,8 +26,8 @@ class SessionPublic(BaseModel):
     summary: str | None = None
     summary_until: str | None = None
     template_id: str | None = None
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class MessagePublic(BaseModel):
@@ -44,4 +43,4 @@ class MessagePublic(BaseModel):
     completion_tokens: int | None = None
     error: dict[str, object] | None = None
     citations: list[dict[str, object]] | None = None
-    created_at: datetime
+    created_at: Timestamp

@@ -1,18 +1,19 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamforge.schemas.common import StorableText
+from streamforge.schemas.common import StorableText, Timestamp
 
 # Names travel in URL paths: keep them to characters that need no escaping.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 NAME_MAX_LENGTH = 100
 SYSTEM_PROMPT_MAX_LENGTH = 20_000
 
-TemplateName = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
+TemplateName = Annotated[
+    StorableText, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)
+]
 SystemPrompt = Annotated[
     StorableText,
     Field(
@@ -48,4 +49,4 @@ class TemplatePublic(BaseModel):
     description: str | None
     system_prompt: str
     variables: list[str]
-    created_at: datetime | None = Field(description="None for the built-in `default` template.")
+    created_at: Timestamp | None = Field(description="None for the built-in `default` template.")

@@ -180,6 +180,7 @@ class ChatService:
         admission: contextlib.AbstractContextManager[None],
     ) -> Turn:
         provider = chain[0]
+        model = provider.model_for(request.model)
         stream_id = new_id()
         async with self.database.write() as db:
             if request.session_id is None:
@@ -227,7 +228,7 @@ class ChatService:
                 content="",
                 status=MessageStatus.STREAMING,
                 provider=provider.name,
-                model=request.model,
+                model=model,
                 stream_id=stream_id,
                 worker_id=self.worker_id,
             )
@@ -269,6 +270,7 @@ class ChatService:
                     status=outcome.status.value,
                     content=outcome.text,
                     provider=outcome.provider,
+                    model=outcome.model or model,
                     prompt_tokens=outcome.usage.prompt_tokens,
                     completion_tokens=outcome.usage.completion_tokens,
                     error=outcome.error,
@@ -297,7 +299,7 @@ class ChatService:
                 "user_message_id": user_id,
                 "assistant_message_id": assistant_id,
                 "provider": provider.name,
-                "model": request.model,
+                "model": model,
                 "template": {"name": template.name, "version": template.version},
             },
         )
@@ -412,6 +414,7 @@ def _replay(user: Message, reply: Message) -> StreamReader:
                 "finish_reason": FINISH_REASON.get(status, "interrupted"),
                 "status": status.value,
                 "provider": reply.provider,
+                "model": reply.model,
                 "message_id": reply.id,
                 "usage": usage,
                 "replayed": True,

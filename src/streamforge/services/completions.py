@@ -57,14 +57,15 @@ class CompletionService:
             )
         return self.providers.get(name), (model or None)
 
-    def models(self) -> list[tuple[str, str]]:
-        """(model id, owning provider) for every configured model."""
-        listed: list[tuple[str, str]] = []
+    def models(self) -> list[tuple[str, str, str]]:
+        """(model id, owning provider, the provider's model it is answered by) for every
+        configured model; a provider's own name stands for its default model."""
+        listed: list[tuple[str, str, str]] = []
         for provider in self.providers:
-            listed.append((provider.name, provider.name))
+            listed.append((provider.name, provider.name, provider.model_for(None)))
             for model in provider.models():
                 if model != provider.name:
-                    listed.append((f"{provider.name}/{model}", provider.name))
+                    listed.append((f"{provider.name}/{model}", provider.name, model))
         return listed
 
     async def start(self, request: CompletionRequest, owner_id: str = LOCAL_OWNER) -> Completion:

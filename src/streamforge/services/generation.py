@@ -61,6 +61,8 @@ class Outcome:
     provider: str
     error: dict[str, Any] | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # The model of the provider that answered (or failed last).
+    model: str | None = None
 
 
 Finish = Callable[[Outcome], Awaitable[None]]
@@ -156,11 +158,13 @@ async def generate(
         )
         if run.stop_detail == "shutdown" and status is MessageStatus.INTERRUPTED:
             error_body = dict(SHUTDOWN_ERROR)
-        outcome = Outcome(status, text, usage, provider.name, error_body, tried)
+        model = provider.model_for(request.model)
+        outcome = Outcome(status, text, usage, provider.name, error_body, tried, model)
         done = {
             "finish_reason": FINISH_REASON[status],
             "status": status.value,
             "provider": provider.name,
+            "model": model,
             **({"reason": run.stop_detail} if run.stop_detail else {}),
             **(extra_done or {}),
             "usage": usage.as_dict(),
@@ -239,5 +243,5 @@ async def _safe_finish(finish: Finish, outcome: Outcome) -> None:
     try:
         await finish(outcome)
     except Exception:
-        # A later release's startup pass marks rows left "streaming" as interrupted.
+        # The row stays "streaming" until the pass that ends dead workers' replies marks it.
         logger.exception("could not record the end of a generation")

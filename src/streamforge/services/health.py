@@ -37,8 +37,13 @@ async def provider_health(components: Components) -> dict[str, Any]:
         async with asyncio.timeout(_CHECK_TIMEOUT):
             report = await provider.health()
     except Exception as exc:
-        return {"status": "error", "name": provider.name, "error": str(exc)}
-    return {"name": provider.name, **report}
+        return {
+            "status": "error",
+            "name": provider.name,
+            "model": provider.model_for(None),
+            "error": str(exc),
+        }
+    return {"name": provider.name, "model": provider.model_for(None), **report}
 
 
 async def vector_store_health(components: Components) -> dict[str, Any]:
@@ -65,6 +70,8 @@ async def chat_health(components: Components) -> dict[str, Any]:
         "service": "chat",
         "provider": provider,
         "providers": components.providers.names(),
+        # The model each provider answers a request that names none with.
+        "models": {p.name: p.model_for(None) for p in components.providers},
         "active_streams": components.streams.active,
     }
 

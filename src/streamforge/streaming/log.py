@@ -142,10 +142,6 @@ class StreamBuffer:
             if left <= 0 or not await self.wait(after, left):
                 return []
 
-    def after(self, last_id: int) -> list[StreamEvent]:
-        # Ids are 1-based positions, so the events after ``last_id`` start at that index.
-        return self.events[max(last_id, 0) :]
-
     async def wait(self, last_id: int, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until there is an event after ``last_id``; False when ``timeout`` passes first."""
         if len(self.events) > last_id or self.closed:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -148,7 +149,6 @@ class RedisEventLog:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.error: str | None = None
-        self.flushes = 0
 
     def _key(self, stream_id: str) -> str:
         return f"{self.prefix}s:{stream_id}"
@@ -235,12 +235,21 @@ class RedisEventLog:
                 raise result
             if isinstance(result, Exception) and not isinstance(result, ResponseError):
                 raise result
-        self.flushes += 1
         for buffer, upto in marks:
             buffer.flushed = max(buffer.flushed, upto)
             if buffer.last_id > buffer.flushed and not buffer.dirty:
                 buffer.dirty = True
                 self._dirty(buffer)
+
+    @contextlib.asynccontextmanager
+    async def _call(self, timeout: float | None = None) -> AsyncIterator[None]:  # noqa: ASYNC109
+        """One bounded exchange with Redis: past the timeout, or on any Redis error, the caller
+        gets ``EventLogUnavailable`` with no address or library message (the log keeps them)."""
+        try:
+            async with asyncio.timeout(self.timeout if timeout is None else timeout):
+                yield
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise _unavailable(exc) from exc
 
     # -- streams of any worker -------------------------------------------------------------
 
@@ -248,16 +257,13 @@ class RedisEventLog:
         buffer = self.local.get(stream_id)
         if buffer is not None:
             return buffer
-        try:
-            async with asyncio.timeout(self.timeout):
-                meta: dict[bytes, bytes] = await self.client.hgetall(  # type: ignore[assignment]
-                    self._meta(stream_id)
-                )
-                if not meta:
-                    return None
-                last: Any = await self.client.xrevrange(self._key(stream_id), "+", "-", count=1)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise _unavailable(exc) from exc
+        async with self._call():
+            meta: dict[bytes, bytes] = await self.client.hgetall(  # type: ignore[assignment]
+                self._meta(stream_id)
+            )
+            if not meta:
+                return None
+            last: Any = await self.client.xrevrange(self._key(stream_id), "+", "-", count=1)
         last_id = _event(last[0]).id if last else 0
         owner = meta.get(b"owner", b"").decode() or None
         return RemoteStream(self, stream_id, owner, last_id, meta.get(b"closed") == b"1")
@@ -267,13 +273,10 @@ class RedisEventLog:
         # Ids the router accepts fit a Redis entry id; larger ones would be a Redis error.
         after = min(max(after, 0), MAX_EVENT_ID)
         block = max(1, int(timeout * 1000)) if timeout > 0 else None
-        try:
-            async with asyncio.timeout(timeout + self.timeout):
-                reply: Any = await self.client.xread(
-                    {self._key(stream_id): entry_id(after)}, count=1000, block=block
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise _unavailable(exc) from exc
+        async with self._call(timeout + self.timeout):
+            reply: Any = await self.client.xread(
+                {self._key(stream_id): entry_id(after)}, count=1000, block=block
+            )
         if not reply:
             return []
         entries: Any = reply[0][1]
@@ -282,25 +285,19 @@ class RedisEventLog:
     async def finished(self, stream_id: str) -> bool:
         """The stream has its ``done`` in Redis (its producer marks it closed in the same
         pipeline), or is gone (expired)."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                pipe = self.client.pipeline(transaction=False)
-                pipe.exists(self._key(stream_id))
-                pipe.hget(self._meta(stream_id), "closed")
-                exists, closed = await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise _unavailable(exc) from exc
+        async with self._call():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.exists(self._key(stream_id))
+            pipe.hget(self._meta(stream_id), "closed")
+            exists, closed = await pipe.execute()
         return not exists or closed == b"1"
 
     async def recover(self, stream_id: str) -> list[StreamEvent] | None:
         buffer = self.local.get(stream_id)
         if buffer is not None:
             return list(buffer.events)
-        try:
-            async with asyncio.timeout(self.timeout):
-                entries: Any = await self.client.xrange(self._key(stream_id), "-", "+")
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise _unavailable(exc) from exc
+        async with self._call():
+            entries: Any = await self.client.xrange(self._key(stream_id), "-", "+")
         if not entries:
             return None
         return [_event(entry) for entry in entries]
@@ -326,11 +323,8 @@ class RedisEventLog:
     # -- control signals -------------------------------------------------------------------
 
     async def signal(self, signal: Signal) -> None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self.client.publish(self.channel, orjson.dumps(signal))
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise _unavailable(exc) from exc
+        async with self._call():
+            await self.client.publish(self.channel, orjson.dumps(signal))
 
     async def _listen(self) -> None:
         backoff = 0.1

@@ -38,6 +38,9 @@ const ui = {
   keyForm: $("key-form"),
   key: $("api-key"),
   keyState: $("key-state"),
+  menu: $("menu"),
+  sidebar: $("sidebar"),
+  chat: $("chat"),
 };
 
 const state = {
@@ -491,9 +494,12 @@ class MessageView {
     this.content = el("div", null, "content");
     this.error = el("p", null, "error");
     this.error.hidden = true;
+    this.retry = el("button", "Retry", "retry small");
+    this.retry.type = "button";
+    this.retry.hidden = true;
     this.citations = el("div", null, "citations");
     this.citations.hidden = true;
-    this.root.append(head, this.content, this.error, this.citations);
+    this.root.append(head, this.content, this.error, this.retry, this.citations);
     this.frame = 0;
     this.pending = null;
   }
@@ -535,6 +541,17 @@ class MessageView {
   setError(message) {
     this.error.hidden = !message;
     this.error.textContent = message || "";
+  }
+
+  // Offer to send the question again (once): the failed reply stays as it was stored.
+  offerRetry(question) {
+    if (typeof question !== "string" || !question.trim()) return;
+    this.retry.hidden = false;
+    this.retry.onclick = () => {
+      if (state.turn) return;
+      this.retry.hidden = true;
+      send(question);
+    };
   }
 
   setCitations(sources) {
@@ -597,8 +614,9 @@ function viewForStored(message) {
 // A streamed answer: fed by the POST /chat body, or by an EventSource after a reload
 
 class Turn {
-  constructor(view) {
+  constructor(view, question = null) {
     this.view = view;
+    this.question = question;
     this.text = "";
     this.sources = [];
     this.error = null;
@@ -652,8 +670,10 @@ class Turn {
         break;
       case "error":
         this.error = payload || { message: "The answer failed." };
+        // Only a resume that could not reach the event log is tried again by itself; any
+        // other error is followed by `done`, and the answer is over.
         this.view.setError(
-          this.error.retryable && this.error.code !== "shutdown"
+          this.error.code === "event_log_unavailable"
             ? `${errorWords(this.error)} Reconnecting…`
             : errorWords(this.error),
         );
@@ -711,6 +731,10 @@ class Turn {
     this.view.setStatus(done.status || "completed");
     if (done.status === "failed" && !this.error) this.view.setError("The answer failed.");
     if (this.error && this.error.retryable && done.status === "completed") this.clearError();
+    if (this.error && done.status !== "completed") this.view.setError(errorWords(this.error));
+    if (done.status === "failed" || done.status === "interrupted") {
+      this.view.offerRetry(this.question);
+    }
     this.release();
     refreshSessions();
   }
@@ -720,6 +744,7 @@ class Turn {
     if (this.source) this.source.close();
     this.view.setStreaming(false);
     this.view.setError(message);
+    this.view.offerRetry(this.question);
     this.release();
   }
 
@@ -898,7 +923,7 @@ async function send(message) {
   const body = chatBody(message);
   const question = new MessageView("user");
   question.setPlain(message);
-  const turn = new Turn(new MessageView("assistant"));
+  const turn = new Turn(new MessageView("assistant"), message);
   ui.messages.append(question.root, turn.view.root);
   scrollToBottom();
   state.turn = turn;
@@ -1021,7 +1046,14 @@ async function deleteSession(session) {
   await refreshSessions();
 }
 
+// On a narrow screen the sidebar is a drawer over the chat, closed unless asked for.
+function setDrawer(open) {
+  document.body.classList.toggle("drawer-open", open);
+  ui.menu.setAttribute("aria-expanded", String(open));
+}
+
 function newChat() {
+  setDrawer(false);
   state.sessionId = null;
   clearNotice();
   ui.messages.replaceChildren(ui.welcome);
@@ -1043,6 +1075,7 @@ async function allMessages(sessionId) {
 }
 
 async function openSession(sessionId, saved = null) {
+  setDrawer(false);
   clearNotice();
   state.sessionId = sessionId;
   renderSessions();
@@ -1223,6 +1256,17 @@ function wire() {
     if (state.turn) state.turn.stop();
   });
   ui.newChat.addEventListener("click", newChat);
+  ui.menu.addEventListener("click", () => {
+    setDrawer(!document.body.classList.contains("drawer-open"));
+  });
+  ui.chat.addEventListener("click", (event) => {
+    if (document.body.classList.contains("drawer-open") && event.target !== ui.menu) {
+      setDrawer(false);
+    }
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") setDrawer(false);
+  });
   ui.key.value = apiKey();
   ui.keyState.textContent = apiKey() ? "A key is saved in this browser." : "";
   ui.keyForm.addEventListener("submit", async (event) => {

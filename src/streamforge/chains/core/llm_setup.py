@@ -78,15 +78,18 @@ def build_registry(settings: Settings) -> ProviderRegistry:
             "'local' extra (pip install 'streamforge[local]'), or choose a hosted provider "
             "with STREAMFORGE_LLM__PROVIDER"
         )
-    hosted: dict[str, tuple[HostedSettings, Callable[[HostedSettings], Provider]]] = {
-        "openai": (llm.openai, hosted_providers.openai_provider),
-        "anthropic": (llm.anthropic, hosted_providers.anthropic_provider),
-        "ollama": (llm.ollama, hosted_providers.ollama_provider),
-        "openai_compatible": (llm.openai_compatible, OpenAICompatibleProvider),
+    hosted: dict[str, tuple[HostedSettings, Callable[[], Provider]]] = {
+        "openai": (llm.openai, lambda: hosted_providers.openai_provider(llm.openai)),
+        "anthropic": (llm.anthropic, lambda: hosted_providers.anthropic_provider(llm.anthropic)),
+        "ollama": (llm.ollama, lambda: hosted_providers.ollama_provider(llm.ollama)),
+        "openai_compatible": (
+            llm.openai_compatible,
+            lambda: OpenAICompatibleProvider(llm.openai_compatible),
+        ),
     }
     for name, (config, factory) in hosted.items():
         if name in wanted or config.enabled or config.api_key:
-            registry.register(factory(config))
+            registry.register(factory())
     return registry
 
 

@@ -86,6 +86,10 @@ class Provider(Protocol):
     # Answer length used when a request does not set max_tokens.
     default_max_tokens: int
 
+    def model_for(self, requested: str | None) -> str:
+        """The model a request that names ``requested`` (or none) is answered by."""
+        ...
+
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]: ...
 
     async def health(self) -> dict[str, Any]: ...
@@ -105,6 +109,11 @@ class BaseProvider:
     name = "base"
     context_window = 8192
     default_max_tokens = 512
+    # The model used when a request names none; None: the provider's name stands for it.
+    default_model: str | None = None
+
+    def model_for(self, requested: str | None) -> str:
+        return requested or self.default_model or self.name
 
     def count_tokens(self, text: str) -> int:
         # Without the model's tokenizer: about four characters a token for English text,

@@ -11,7 +11,7 @@ from typing import Any
 
 from streamforge.chains.providers.base import GenerationRequest
 from streamforge.chains.providers.langchain import LangChainProvider
-from streamforge.config.settings import HostedSettings
+from streamforge.config.settings import AnthropicSettings, OllamaSettings, OpenAISettings
 from streamforge.errors import ConfigurationError
 
 
@@ -29,7 +29,7 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def openai_provider(settings: HostedSettings) -> LangChainProvider:
+def openai_provider(settings: OpenAISettings) -> LangChainProvider:
     module = _import("langchain_openai", "langchain-openai")
     model = module.ChatOpenAI(
         model=settings.model,
@@ -60,7 +60,7 @@ def openai_provider(settings: HostedSettings) -> LangChainProvider:
     )
 
 
-def anthropic_provider(settings: HostedSettings) -> LangChainProvider:
+def anthropic_provider(settings: AnthropicSettings) -> LangChainProvider:
     module = _import("langchain_anthropic", "langchain-anthropic")
     kwargs: dict[str, Any] = {
         "model": settings.model,
@@ -93,7 +93,7 @@ def anthropic_provider(settings: HostedSettings) -> LangChainProvider:
     )
 
 
-def ollama_provider(settings: HostedSettings) -> LangChainProvider:
+def ollama_provider(settings: OllamaSettings) -> LangChainProvider:
     module = _import("langchain_ollama", "langchain-ollama")
     model = module.ChatOllama(
         model=settings.model,

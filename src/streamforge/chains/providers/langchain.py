@@ -77,10 +77,10 @@ class LangChainProvider(BaseProvider):
             yield Chunk(usage=usage)
 
     def models(self) -> list[str]:
-        return [self.default_model]
+        return [self.model_for(None)]
 
     async def health(self) -> dict[str, Any]:
-        return {"status": "ok", "model": self.default_model}
+        return {"status": "ok", "model": self.model_for(None)}
 
     async def aclose(self) -> None:
         # ChatOllama opens HTTP clients of its own and never closes them. ChatOpenAI and

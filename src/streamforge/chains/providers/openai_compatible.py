@@ -565,6 +565,8 @@ class OpenAICompatibleProvider(BaseProvider):
             )
         self.settings = settings
         self.url = settings.base_url.rstrip("/") + "/chat/completions"
+        # None until the server has said which models it serves (GET /models).
+        self.default_model = settings.model
         self.context_window = settings.context_window
         self.default_max_tokens = settings.max_tokens
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
@@ -597,9 +599,39 @@ class OpenAICompatibleProvider(BaseProvider):
             )
         return self._client
 
+    async def start(self) -> None:
+        if self.default_model is None:
+            # Not reachable yet is no reason to refuse to start: the first request asks again.
+            with contextlib.suppress(ProviderError):
+                await self.discover_model()
+
+    async def discover_model(self) -> str:
+        """The server's own model, when the settings name none: the first it lists."""
+        url = self.settings.base_url.rstrip("/") + "/models" if self.settings.base_url else ""
+        headers = {"Authorization": self._headers["Authorization"]} if self.settings.api_key else {}
+        try:
+            response = await self.client.get(url, headers=headers, timeout=CONNECT_TIMEOUT)
+            response.raise_for_status()
+            listed = [str(item["id"]) for item in response.json()["data"]]
+        except Exception as exc:
+            raise ProviderError(
+                f"{self.name}: cannot learn the server's model from GET {url} "
+                f"({type(exc).__name__}); set STREAMFORGE_LLM__OPENAI_COMPATIBLE__MODEL",
+                code="provider_unavailable",
+                retryable=True,
+            ) from exc
+        if not listed:
+            raise ProviderError(
+                f"{self.name}: the server at {url} lists no models; set "
+                "STREAMFORGE_LLM__OPENAI_COMPATIBLE__MODEL",
+                code="provider_unavailable",
+            )
+        self.default_model = listed[0]
+        return listed[0]
+
     def payload(self, request: GenerationRequest) -> bytes:
         body: dict[str, Any] = {
-            "model": request.model or self.settings.model,
+            "model": self.model_for(request.model),
             "messages": [{"role": t.role, "content": t.content} for t in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -628,6 +660,8 @@ class OpenAICompatibleProvider(BaseProvider):
         self, pool: _UpstreamPool, request: GenerationRequest
     ) -> AsyncGenerator[Chunk, None]:
         connection: _Connection | None = None
+        if request.model is None and self.default_model is None:
+            await self.discover_model()
         try:
             connection = await pool.post(self.payload(request))
             if connection.status >= 400:
@@ -667,6 +701,8 @@ class OpenAICompatibleProvider(BaseProvider):
                 pool.release(connection)
 
     async def _stream_httpx(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        if request.model is None and self.default_model is None:
+            await self.discover_model()
         try:
             async with self.client.stream(
                 "POST", self.url, content=self.payload(request), headers=self._headers
@@ -683,10 +719,10 @@ class OpenAICompatibleProvider(BaseProvider):
             raise classify(exc, self.name) from exc
 
     def models(self) -> list[str]:
-        return [self.settings.model]
+        return [self.model_for(None)]
 
     async def health(self) -> dict[str, Any]:
-        return {"status": "ok", "base_url": self.settings.base_url, "model": self.settings.model}
+        return {"status": "ok", "base_url": self.settings.base_url, "model": self.model_for(None)}
 
     async def aclose(self) -> None:
         if self._pool is not None:

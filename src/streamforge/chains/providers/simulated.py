@@ -91,5 +91,8 @@ class SimulatedProvider(BaseProvider):
     def models(self) -> list[str]:
         return ["simulated"]
 
+    def model_for(self, requested: str | None) -> str:
+        return "simulated"  # there is no other
+
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "delay": self.delay}

@@ -449,13 +449,7 @@ class ModelProcess:
         cancellation.on_cancel(cancel_soon)
         started = time.monotonic()
         try:
-            request = {
-                "op": "generate",
-                "messages": list(messages),
-                "max_tokens": max_tokens,
-                "temperature": temperature,
-                "stop": list(stop),
-            }
+            request = protocol.generate_request(messages, max_tokens, temperature, stop)
             writer.write(protocol.encode(request))
             await writer.drain()
             while True:
@@ -562,13 +556,7 @@ class ModelProcess:
             raise self._stop_error() from exc
         if cancellation is not None:
             cancellation.on_cancel(lambda: _quietly_shutdown(connection))
-        request = {
-            "op": "generate",
-            "messages": list(messages),
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "stop": list(stop),
-        }
+        request = protocol.generate_request(messages, max_tokens, temperature, stop)
         with connection, connection.makefile("rb") as lines:
             connection.sendall(protocol.encode(request))
             for line in lines:

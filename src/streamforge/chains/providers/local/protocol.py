@@ -18,12 +18,13 @@ info) once the model is loaded and has decoded a few tokens, or ``{"failed": "re
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from streamforge.chains.providers.base import ProviderError
-from streamforge.chains.providers.local.types import GenerationResult, GenerationStats
+from streamforge.chains.providers.local.types import GenerationResult, GenerationStats, Message
 
 # Lines can carry a whole conversation.
 LINE_LIMIT = 16 * 1024 * 1024
@@ -38,6 +39,18 @@ def decode(line: bytes) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise ValueError("a protocol line must be a JSON object")
     return message
+
+
+def generate_request(
+    messages: Sequence[Message], max_tokens: int, temperature: float, stop: Sequence[str]
+) -> dict[str, Any]:
+    return {
+        "op": "generate",
+        "messages": list(messages),
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "stop": list(stop),
+    }
 
 
 def result_message(result: GenerationResult) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from pathlib import PurePath
 from typing import Any, cast
 
 from langchain_core.messages import (
@@ -65,6 +66,9 @@ class LocalProvider(BaseProvider):
         # False: the model loads on first use instead of at startup.
         self.eager = eager
         self.model = ChatLocalLlama(engine=engine, max_tokens=default_max_tokens)
+        # The GGUF file's name (without .gguf) names the model.
+        path = getattr(engine, "model_path", None)
+        self.default_model = PurePath(path).stem if path else "local"
 
     async def start(self) -> None:
         if self.eager:
@@ -125,3 +129,7 @@ class LocalProvider(BaseProvider):
 
     def models(self) -> list[str]:
         return ["local"]
+
+    def model_for(self, requested: str | None) -> str:
+        # One model file at a time: a request cannot choose another.
+        return self.default_model or "local"
