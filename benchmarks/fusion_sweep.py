@@ -25,8 +25,10 @@ from typing import Any
 
 from streamforge.components import Components
 from streamforge.config.settings import Settings
+from streamforge.evaluation.collections import load_queries
+from streamforge.evaluation.collections import passage_spans as _spans
 from streamforge.evaluation.metrics import Retrieved, Span, ndcg_at
-from streamforge.evaluation.run import COLLECTION, CORPUS, QUERIES, _spans, load_queries
+from streamforge.evaluation.run import COLLECTION, CORPUS, QUERIES
 from streamforge.models.base import LOCAL_OWNER
 from streamforge.repositories import documents as repo
 from streamforge.services.retrieval import fuse

@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from streamforge.evaluation.collections import load_queries
 from streamforge.evaluation.metrics import Retrieved, Span, ndcg_at, recall_at
-from streamforge.evaluation.run import CORPUS, QUERIES, load_queries
+from streamforge.evaluation.run import CORPUS, QUERIES
 from tests.conftest import AppFactory, live_server
 from tests.rag_support import BEES, BREAD, ROUTER, docx_bytes, markdown_bytes, pdf_bytes
 
@@ -125,3 +126,81 @@ async def test_ingest_against_a_server_that_is_down(tmp_path: Path) -> None:
     assert lines == [lines[0]] and "cannot reach the StreamForge server" in lines[0]
     code, _, stderr = await run_cli("ingest", str(tmp_path / "missing.md"), "--collection", "x")
     assert code != 0 and "does not exist" in stderr
+
+
+SHARED_IR = Path(__file__).resolve().parents[1] / ".." / "shared" / "ir"
+
+SMART_DOCUMENTS = """.I 1
+.T
+Bees and hives
+.A
+Someone, A.
+.W
+Beekeepers inspect hives every ten days in spring.
+.X
+1\t5\t1
+.I 2
+.T
+Sourdough bread
+.W
+A sourdough starter is fed with flour and water.
+.I 3
+.T
+Routers
+.W
+Hold the reset button of the router for thirty seconds.
+.I 4
+.T
+Empty
+.W
+"""
+SMART_QUERIES = """.I 1
+.W
+how often are hives inspected by beekeepers
+.I 2
+.W
+resetting a router
+.I 3
+.W
+a query nobody judged
+"""
+SMART_JUDGEMENTS = "1 1 0 0\n2 3 0 0\n"
+
+
+def smart_folder(root: Path) -> Path:
+    folder = root / "tiny"
+    folder.mkdir()
+    (folder / "TINY.ALL").write_text(SMART_DOCUMENTS)
+    (folder / "TINY.QRY").write_text(SMART_QUERIES)
+    (folder / "TINY.REL").write_text(SMART_JUDGEMENTS)
+    return folder
+
+
+def test_smart_collections_load() -> None:
+    from streamforge.evaluation.collections import load
+
+    if not SHARED_IR.is_dir():
+        pytest.skip(f"the shared test collections are not at {SHARED_IR}")
+    cisi, cacm = load(SHARED_IR / "cisi"), load(SHARED_IR / "cacm")
+    assert (len(cisi.files), len(cisi.queries)) == (1460, 76)
+    assert (len(cacm.files), len(cacm.queries)) == (3204, 52)
+    assert dict(cacm.files)["cacm-1.txt"].startswith(b"Preliminary Report-International")
+    names = {name for name, _ in cisi.files}
+    assert all(q.documents <= names for q in cisi.queries)
+
+
+async def test_eval_runs_a_smart_collection_at_the_document_level(tmp_path: Path) -> None:
+    folder = smart_folder(tmp_path)
+    code, stdout, stderr = await run_cli("eval", str(folder), "--embedder", "simulated", "--json")
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["collection"] == "tiny"
+    assert (report["documents"], report["queries"]) == (4, 2)  # the unjudged query left out
+    for mode in ("text", "vector", "hybrid"):
+        scores = report["modes"][mode]
+        assert scores["ndcg@10"] == 1.0 and scores["recall@10"] == 1.0
+        assert "passage_ndcg@10" not in scores
+    code, stdout, _ = await run_cli("eval", str(folder), "--embedder", "simulated")
+    assert code == 0 and "tiny: 2 queries, 4 documents" in stdout.replace("\n", " ")
+    code, _, stderr = await run_cli("eval", str(tmp_path / "missing"))
+    assert code != 0 and "cannot read the test collection" in stderr

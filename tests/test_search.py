@@ -123,3 +123,44 @@ def test_search_terms() -> None:
     assert search_terms('Reset "the" router: AND OR the-router') == ["reset", "router"]
     assert search_terms("what is it") == ["what", "is", "it"]
     assert len(search_terms(" ".join(f"w{i}" for i in range(500)))) == 64
+
+
+async def test_per_document_ranks_documents(app_factory: AppFactory) -> None:
+    app = app_factory()
+    async with asgi_client(app) as client:
+        await create_collection(client, "long")
+        paragraphs = [f"Hives and bees, part {i}. " + BEES for i in range(6)]
+        long = await ingest(
+            client, app.state.components, "long", "bees.md", markdown_bytes("Bees", paragraphs)
+        )
+        short = await ingest(
+            client, app.state.components, "long", "tides.md", markdown_bytes("T", [TIDES])
+        )
+        assert long["chunk_count"] > 1
+        for mode in ("text", "vector", "hybrid"):
+            every = await search(client, query="bees hives tide pools", mode=mode, top_k=10)
+            names = [r["document_name"] for r in every["results"]]
+            assert names.count("bees.md") > 1, mode
+            ranked = await search(
+                client, query="bees hives tide pools", mode=mode, top_k=10, per_document=1
+            )
+            assert sorted(r["document_id"] for r in ranked["results"]) == sorted(
+                [long["id"], short["id"]]
+            )
+        bad = await client.post("/search", json={"query": "x", "per_document": 0})
+        assert bad.status_code == 422
+
+
+def test_fusion_of_documents_counts_a_document_once_per_leg() -> None:
+    from streamforge.services.retrieval import fuse_ranked
+
+    documents = {1: "a", 2: "a", 3: "b", 4: "c"}
+    by_vector = [Hit(1, 0.9), Hit(2, 0.8), Hit(4, 0.7)]
+    by_text = [Hit(3, 9.0), Hit(2, 8.0), Hit(4, 1.0)]
+    chunks = fuse_ranked([by_vector, by_text], rrf_k=1)
+    assert chunks[0].chunk_id == 2  # found by both legs
+    fused = fuse_ranked([by_vector, by_text], rrf_k=1, document_of=documents.get)
+    # Document a is first in one leg and second in the other, through different chunks.
+    assert [documents[hit.chunk_id] for hit in fused][:2] == ["a", "a"]
+    weighted = fuse_ranked([by_vector, by_text], method="zscore", weights=(0.0, 1.0))
+    assert [hit.chunk_id for hit in weighted][:2] == [3, 2]

@@ -325,10 +325,19 @@ def ingest(
             }
             # Upload is the first tenth of a file's bar, ingestion the rest.
             pending: dict[str, tuple[str, TaskID]] = {}
+            # All files, with the rate since the first upload (ingestion runs meanwhile).
+            overall = progress.add_task("all files", total=float(len(files)), status="")
+            started, settled = time.monotonic(), [0]
+
+            def advance() -> None:
+                settled[0] += 1
+                rate = settled[0] / max(time.monotonic() - started, 1e-6)
+                progress.update(overall, completed=settled[0], status=f"{rate:.1f} documents/s")
 
             def failed_file(name: str, task: TaskID, reason: str) -> None:
                 failed.append((name, reason))
                 progress.update(task, status=f"failed: {reason}")
+                advance()
 
             for path, task in tasks.items():
                 name = _shown(path)
@@ -347,6 +356,7 @@ def ingest(
                     failed_file(name, task, str(document["error"]))
                 elif document["status"] == "ready":
                     progress.update(task, completed=1.0, status="ready")
+                    advance()
                 else:
                     progress.update(task, completed=0.1, status="ingesting")
                     pending[document["id"]] = (name, task)
@@ -362,6 +372,7 @@ def ingest(
                         del pending[document_id]
                     elif document["status"] == "ready":
                         progress.update(task, completed=1.0, status="ready")
+                        advance()
                         del pending[document_id]
                     else:
                         done = 0.1 + 0.9 * float(document["progress"])
@@ -378,6 +389,13 @@ def ingest(
 
 @app.command("eval")
 def evaluate(
+    collections: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="'shipped' (the labelled set in the package) or folders of SMART-format "
+            "test collections (CISI, CACM, Cranfield: documents, queries, judgements).",
+        ),
+    ] = None,
     embedder: Annotated[
         str | None,
         typer.Option(help="local (all-MiniLM-L6-v2) or simulated; default from settings."),
@@ -389,7 +407,9 @@ def evaluate(
     k: Annotated[int, typer.Option(min=1, max=100, help="Cut-off of the metrics.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Score full-text, vector and hybrid retrieval on the shipped labelled set."""
+    """Score full-text, vector and hybrid retrieval on test collections (default: the
+    shipped labelled set), at the document level and, where passages are judged, the
+    passage level."""
     import asyncio
     import json
     import tempfile
@@ -399,41 +419,62 @@ def evaluate(
     from rich.table import Table
 
     from streamforge.config.settings import Settings
+    from streamforge.evaluation.collections import load
     from streamforge.evaluation.run import evaluate as run_evaluation
 
     console = Console(stderr=True)
-    with tempfile.TemporaryDirectory(prefix="streamforge-eval-") as scratch:
-        overrides: dict[str, Any] = {
-            "data_dir": Path(scratch),
-            "llm": {"provider": "simulated"},
-            "database": {"url": database_url},
-        }
-        settings = Settings(**overrides)
-        if embedder is not None:
-            settings.embeddings.provider = embedder  # type: ignore[assignment]
-        with Progress(console=console, transient=True) as progress:
-            tasks: dict[str, Any] = {}
+    reports = []
+    for ref in collections or ["shipped"]:
+        try:
+            collection = load(ref)
+        except (OSError, ValueError) as exc:
+            fail(f"cannot read the test collection {ref}: {exc}")
+        with tempfile.TemporaryDirectory(prefix="streamforge-eval-") as scratch:
+            overrides: dict[str, Any] = {
+                "data_dir": Path(scratch),
+                "llm": {"provider": "simulated"},
+                "database": {"url": database_url},
+            }
+            settings = Settings(**overrides)
+            if embedder is not None:
+                settings.embeddings.provider = embedder  # type: ignore[assignment]
+            with Progress(console=console, transient=True) as progress:
+                tasks: dict[str, Any] = {}
 
-            def report(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = progress.add_task(stage, total=total)
-                progress.update(tasks[stage], completed=done)
+                def report(
+                    stage: str, done: int, total: int, tasks: dict[str, Any] = tasks
+                ) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = progress.add_task(stage, total=total)
+                    progress.update(tasks[stage], completed=done)
 
-            result = asyncio.run(run_evaluation(settings, k=k, progress=report))
+                reports.append(
+                    asyncio.run(
+                        run_evaluation(settings, collection=collection, k=k, progress=report)
+                    )
+                )
     if as_json:
-        typer.echo(json.dumps(result.as_dict(), indent=2))
+        dicts = [result.as_dict() for result in reports]
+        typer.echo(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
         return
-    table = Table(
-        title=f"{result.queries} queries, {result.documents} documents, {result.chunks} chunks; "
-        f"embedder {result.embedder}, {result.backend}"
-    )
-    for column in ("mode", f"nDCG@{k}", f"recall@{k}", "p50 ms"):
-        table.add_column(column)
-    for score in result.scores:
-        table.add_row(
-            score.mode, f"{score.ndcg:.3f}", f"{score.recall:.3f}", f"{score.latency_p50_ms:.1f}"
+    for result in reports:
+        passages = any(score.passage_ndcg is not None for score in result.scores)
+        table = Table(
+            title=f"{result.collection}: {result.queries} queries, {result.documents} documents, "
+            f"{result.chunks} chunks; embedder {result.embedder}, {result.backend}; "
+            f"ingested in {result.ingest_seconds:.1f} s"
         )
-    Console().print(table)
+        columns = ["mode", f"nDCG@{k}", f"recall@{k}"]
+        if passages:
+            columns += [f"passage nDCG@{k}", f"passage recall@{k}"]
+        for column in [*columns, "p50 ms"]:
+            table.add_column(column)
+        for score in result.scores:
+            row = [score.mode, f"{score.ndcg:.3f}", f"{score.recall:.3f}"]
+            if passages:
+                row += [f"{score.passage_ndcg or 0:.3f}", f"{score.passage_recall or 0:.3f}"]
+            table.add_row(*row, f"{score.latency_p50_ms:.1f}")
+        Console().print(table)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from streamforge.services.documents import DocumentService
 from streamforge.services.embeddings import EmbeddingService
 from streamforge.services.limits import InProcessLimiter, Limiter, Quotas, RedisLimiter
 from streamforge.services.memory import MemoryService
+from streamforge.services.rerank import build_reranker
 from streamforge.services.retrieval import RetrievalService
 from streamforge.services.sessions import SessionService
 from streamforge.services.streams import StreamManager
@@ -88,7 +89,13 @@ class Components:
         except BaseException:
             await engine.dispose()
             raise
-        retrieval = RetrievalService(settings.retrieval, database, store, embeddings)
+        retrieval = RetrievalService(
+            settings.retrieval,
+            database,
+            store,
+            embeddings,
+            build_reranker(settings.retrieval.rerank),
+        )
         documents = DocumentService(settings.ingestion, database, store, embeddings)
         await documents.start()
         embeddings.warm_up()
@@ -169,6 +176,8 @@ class Components:
         await self.drain()
         await self.documents.stop()
         await self.embeddings.aclose()
+        if self.retrieval.reranker is not None:
+            await self.retrieval.reranker.aclose()
         await self.store.aclose()
         await self.providers.aclose()
         await self.workers.stop()

@@ -161,3 +161,124 @@ def _child_environment() -> dict[str, str]:
     env["PYTHONPATH"] = _PACKAGE_ROOT if not path else _PACKAGE_ROOT + os.pathsep + path
     env["PYTHONIOENCODING"] = "utf-8"
     return env
+
+
+def serve_command(memory_mb: int) -> list[str]:
+    return [*worker_command(), "--serve", str(int(memory_mb))]
+
+
+# Files one warm process parses before it is replaced anyway.
+_RECYCLE_AFTER = 500
+_STDERR_TAIL = 4000
+
+
+class WarmSandbox:
+    """One parser process kept running while ingestion has work, instead of one per file.
+
+    Starting an interpreter costs about 0.1 s of CPU, longer than parsing a typical text file
+    and taking that time from the embedder on a small machine. The process is the same
+    sandbox (``worker.py --serve``: its own limits, a scrubbed environment), and it is
+    replaced whenever a file times out, crashes it or fails for memory, when a file of a
+    different owner comes (no owner's file is ever parsed where another's was), after
+    ``_RECYCLE_AFTER`` files, and when ingestion goes idle (``aclose``), so no parser
+    process outlives the work.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._process: asyncio.subprocess.Process | None = None
+        self._owner: str | None = None
+        self._served = 0
+        self._stderr: bytearray = bytearray()
+        self._drain: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def extract(self, data: bytes, filename: str, owner: str) -> Extracted:
+        fmt = claimed_format(check_filename(filename))
+        if len(data) > _INLINE_BYTES:
+            await asyncio.to_thread(sniff, data, fmt)
+        else:
+            sniff(data, fmt)
+        header = {
+            "format": fmt,
+            "max_chars": self.limits.max_chars,
+            "max_pages": self.limits.max_pages,
+            "timeout": self.limits.timeout,
+            "length": len(data),
+        }
+        async with self._lock:
+            process = await self._ready(owner)
+            assert process.stdin is not None and process.stdout is not None
+            try:
+                async with asyncio.timeout(self.limits.timeout):
+                    process.stdin.write(json.dumps(header).encode() + b"\n" + data)
+                    await process.stdin.drain()
+                    line = await process.stdout.readline()
+            except TimeoutError:
+                await self._discard()
+                raise ExtractionFailed(_timeout_reason(self.limits)) from None
+            except (ConnectionError, ValueError):  # the process died or answered too much
+                line = b""
+            except BaseException:
+                await self._discard()
+                raise
+            self._served += 1
+            if not line.endswith(b"\n"):
+                await self._discard()
+                assert process.returncode is not None
+                raise ExtractionFailed(
+                    _death_reason(process.returncode, bytes(self._stderr), self.limits)
+                )
+            try:
+                return await _outcome(0, line, b"", self.limits)
+            except ExtractionFailed as exc:
+                if "memory" in exc.reason:  # a process that ran out of memory is not trusted
+                    await self._discard()
+                raise
+
+    async def _ready(self, owner: str) -> asyncio.subprocess.Process:
+        process = self._process
+        if (
+            process is not None
+            and process.returncode is None
+            and self._owner == owner
+            and self._served < _RECYCLE_AFTER
+        ):
+            return process
+        await self._discard()
+        process = await asyncio.create_subprocess_exec(
+            *serve_command(self.limits.memory_mb),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=_child_environment(),
+            # One answer is one line holding the whole text, JSON-escaped.
+            limit=max(1 << 20, self.limits.max_chars * 8),
+        )
+        self._process, self._owner, self._served = process, owner, 0
+        self._stderr = bytearray()
+        self._drain = asyncio.create_task(self._keep_stderr_tail(process))
+        return process
+
+    async def _keep_stderr_tail(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None
+        while chunk := await process.stderr.read(4096):
+            self._stderr += chunk
+            del self._stderr[:-_STDERR_TAIL]
+
+    async def _discard(self) -> None:
+        process, drain = self._process, self._drain
+        self._process = self._drain = None
+        if process is None:
+            return
+        if process.stdin is not None and not process.stdin.is_closing():
+            process.stdin.close()
+        await _kill_and_reap(process)
+        if drain is not None:
+            with contextlib.suppress(Exception):
+                await drain
+
+    async def aclose(self) -> None:
+        """Stop the process (ingestion is idle, or the server stops)."""
+        async with self._lock:
+            await self._discard()

@@ -6,11 +6,18 @@ Protocol, on stdin: one JSON line ``{"format", "max_chars", "max_pages", "memory
 is 0 whenever that object was written; anything else means the process died.
 
 The limits are set before the file is read or a parser imported, so both count against them.
+
+``python -m streamforge.documents.worker --serve MEMORY_MB`` is the warm form
+(``sandbox.WarmSandbox``): it answers requests until stdin closes. Each request is the same
+header line with a ``length`` field, then exactly that many bytes; each answer is the JSON
+object on one line. The address-space limit is set once at start; the CPU limit is moved
+before each file to what has been used so far plus that file's allowance.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import sys
@@ -21,6 +28,8 @@ _HEADER_LIMIT = 4096
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        return serve(int(sys.argv[2]))
     warnings.simplefilter("ignore")  # a broken file can make a parser warn per object
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     try:
@@ -33,6 +42,30 @@ def main() -> int:
     _limit_resources(memory_mb, timeout)
     _write(stdout, _extract(stdin, fmt, max_chars, max_pages, memory_mb))
     return 0
+
+
+def serve(memory_mb: int) -> int:
+    warnings.simplefilter("ignore")
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    _limit_memory(memory_mb)
+    while True:
+        line = stdin.readline(_HEADER_LIMIT)
+        if not line:
+            return 0
+        try:
+            header = json.loads(line)
+            fmt, max_chars, max_pages = header["format"], header["max_chars"], header["max_pages"]
+            timeout, length = float(header["timeout"]), int(header["length"])
+        except (ValueError, KeyError, TypeError):
+            _write(stdout, {"ok": False, "reason": "the document worker received a bad request"})
+            return 0
+        _limit_cpu(timeout)
+        data = stdin.read(length)
+        result = _extract(io.BytesIO(data), fmt, max_chars, max_pages, memory_mb)
+        del data
+        _write(stdout, result)
+        stdout.write(b"\n")
+        stdout.flush()
 
 
 def _extract(
@@ -68,6 +101,31 @@ def _write(stdout: BinaryIO, result: dict[str, Any]) -> None:
         payload = b'{"ok": false, "reason": "the extracted text did not fit in memory"}'
     stdout.write(payload)
     stdout.flush()
+
+
+def _limit_memory(memory_mb: int) -> None:
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        memory = memory_mb * 1024 * 1024
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            memory = min(memory, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+
+def _limit_cpu(timeout: float) -> None:
+    """The soft CPU limit at what this process has used plus this file's allowance; the hard
+    limit is left alone, so the next file can move the soft one on."""
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        soft = math.ceil(usage.ru_utime + usage.ru_stime + timeout) + 1
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 def _limit_resources(memory_mb: int, timeout: float) -> None:

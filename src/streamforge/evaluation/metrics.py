@@ -8,7 +8,7 @@ covers it, so overlapping chunks of one passage do not inflate the score. Gains 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 
@@ -56,3 +56,26 @@ def recall_at(retrieved: Sequence[Retrieved], relevant: Sequence[Span], k: int =
     if not relevant:
         return 0.0
     return sum(_credited(retrieved, relevant, k)) / len(relevant)
+
+
+def documents_in_order(retrieved: Sequence[Retrieved]) -> list[str]:
+    """Each document once, where its first chunk is (a document's best chunk ranks it)."""
+    seen: dict[str, None] = {}
+    for item in retrieved:
+        seen.setdefault(item.document, None)
+    return list(seen)
+
+
+def document_ndcg_at(ranked: Sequence[str], relevant: Collection[str], k: int = 10) -> float:
+    """nDCG@k of a ranked list of documents with binary judgements."""
+    if not relevant:
+        return 0.0
+    dcg = sum(1.0 / math.log2(rank + 2) for rank, d in enumerate(ranked[:k]) if d in relevant)
+    ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(len(relevant), k)))
+    return dcg / ideal
+
+
+def document_recall_at(ranked: Sequence[str], relevant: Collection[str], k: int = 10) -> float:
+    if not relevant:
+        return 0.0
+    return len(set(ranked[:k]) & set(relevant)) / len(relevant)

@@ -133,6 +133,15 @@ async def chunks_by_id(
     return rows.all()
 
 
+async def documents_of_chunks(db: AsyncSession, ids: Sequence[int]) -> dict[int, str]:
+    """Chunk id → document id, for chunks a search found (their owner is already checked by
+    the collections searched)."""
+    if not ids:
+        return {}
+    rows = await db.execute(select(Chunk.id, Chunk.document_id).where(Chunk.id.in_(ids)))
+    return {int(chunk_id): document_id for chunk_id, document_id in rows}
+
+
 async def chunks_of(db: AsyncSession, owner_id: str, document_id: str) -> Sequence[Chunk]:
     rows = await db.execute(
         select(Chunk)

@@ -202,6 +202,7 @@ async def search(
         collections=body.collections,
         top_k=body.top_k,
         mode=SearchMode(body.mode),
+        per_document=body.per_document,
     )
     return SearchResponse(
         query=result.query,
@@ -221,4 +222,5 @@ async def search(
             for rank, chunk in enumerate(result.chunks, start=1)
         ],
         timings={name: round(ms, 3) for name, ms in result.timings.items()},
+        warnings=result.warnings,
     )

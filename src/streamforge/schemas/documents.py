@@ -71,6 +71,11 @@ class SearchRequest(BaseModel):
     )
     top_k: Annotated[int, Field(ge=1, le=100)] = 10
     mode: Literal["hybrid", "vector", "text"] = "hybrid"
+    per_document: Annotated[int, Field(ge=1, le=100)] | None = Field(
+        default=None,
+        description="At most this many chunks of any one document; 1 ranks documents, "
+        "each by its best chunk.",
+    )
 
 
 class SearchHit(BaseModel):
@@ -90,6 +95,9 @@ class SearchResponse(BaseModel):
     mode: str
     results: list[SearchHit]
     timings: dict[str, float]
+    warnings: list[str] = Field(
+        default_factory=list, description="What went wrong without failing the search."
+    )
 
 
 class RagOptions(BaseModel):

@@ -2,15 +2,23 @@
 
 Local embedders (sentence-transformers, simulated) run in a worker thread, a batch at a time,
 behind a lock: two batches at once on a small machine only make both slower, and between
-batches other work (a query embedding, another upload) gets its turn. Remote embedders use
-their own async clients.
+batches other work (a query embedding) gets its turn. Remote embedders use their own async
+clients.
+
+Documents are embedded across documents, not one by one: every ``embed_documents`` call
+puts its texts in one queue, and a single task takes what is queued (up to ``window``
+texts, oldest callers first), sorts it by length and embeds it in batches of
+``batch_size``. A batch is padded to its longest text, so batches of texts of like length
+waste little; and many small documents fill a batch that one of them alone would not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 from streamforge.chains.embeddings import (
     EmbeddingModel,
@@ -24,12 +32,27 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], Awaitable[None]]
 
 
+@dataclass(eq=False, slots=True)
+class _Job:
+    """One caller's texts in the queue."""
+
+    texts: list[str]
+    vectors: list[list[float] | None]
+    future: asyncio.Future[list[list[float]]]
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    taken: int = 0  # texts handed to a batch so far
+    done: int = 0  # texts embedded so far
+
+
 class EmbeddingService:
-    def __init__(self, model: EmbeddingModel, *, batch_size: int = 32) -> None:
+    def __init__(self, model: EmbeddingModel, *, batch_size: int = 32, window: int = 512) -> None:
         self.model = model
         self.batch_size = batch_size
+        self.window = max(window, batch_size)
         self._lock = asyncio.Lock()
         self._warmup: asyncio.Task[None] | None = None
+        self._jobs: deque[_Job] = deque()
+        self._runner: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -53,6 +76,9 @@ class EmbeddingService:
             logger.exception("loading the embedding model failed")
 
     async def aclose(self) -> None:
+        if self._runner is not None and not self._runner.done():
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
             await asyncio.gather(self._warmup, return_exceptions=True)
@@ -65,14 +91,72 @@ class EmbeddingService:
     async def embed_documents(
         self, texts: Sequence[str], progress: Progress | None = None
     ) -> list[list[float]]:
-        vectors: list[list[float]] = []
         prepared = self._prepare(texts)
-        for start in range(0, len(prepared), self.batch_size):
-            batch = prepared[start : start + self.batch_size]
-            vectors.extend(await self._run(batch))
-            if progress is not None:
-                await progress(len(vectors), len(prepared))
-        return vectors
+        if not prepared:
+            return []
+        if not self.model.in_process:
+            vectors: list[list[float]] = []
+            for start in range(0, len(prepared), self.batch_size):
+                vectors.extend(await self._run(prepared[start : start + self.batch_size]))
+                if progress is not None:
+                    await progress(len(vectors), len(prepared))
+            return vectors
+        job = _Job(prepared, [None] * len(prepared), asyncio.get_running_loop().create_future())
+        self._jobs.append(job)
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._drain(), name="embedding-queue")
+        try:
+            while not job.future.done():
+                await job.changed.wait()
+                job.changed.clear()
+                if progress is not None and not job.future.done():
+                    await progress(job.done, len(prepared))
+            return job.future.result()
+        finally:
+            if not job.future.done():  # the caller was cancelled: its texts need no vectors
+                job.future.cancel()
+
+    async def _drain(self) -> None:
+        """Embed what is queued, a window at a time, until the queue is empty."""
+        while self._jobs:
+            items: list[tuple[_Job, int]] = []
+            for job in list(self._jobs):
+                if job.future.done():
+                    self._jobs.remove(job)
+                    continue
+                count = min(len(job.texts) - job.taken, self.window - len(items))
+                items.extend((job, index) for index in range(job.taken, job.taken + count))
+                job.taken += count
+                if job.taken == len(job.texts):
+                    self._jobs.remove(job)
+                if len(items) >= self.window:
+                    break
+            items.sort(key=lambda item: len(item[0].texts[item[1]]))
+            for start in range(0, len(items), self.batch_size):
+                batch = [
+                    item
+                    for item in items[start : start + self.batch_size]
+                    if not item[0].future.done()
+                ]
+                if not batch:
+                    continue
+                try:
+                    vectors = await self._run([job.texts[index] for job, index in batch])
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    for job in {job for job, _ in batch}:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
+                        job.changed.set()
+                    continue
+                for (job, index), vector in zip(batch, vectors, strict=True):
+                    job.vectors[index] = vector
+                    job.done += 1
+                for job in {job for job, _ in batch}:
+                    if job.done == len(job.texts) and not job.future.done():
+                        job.future.set_result([v for v in job.vectors if v is not None])
+                    job.changed.set()
 
     async def embed_query(self, text: str) -> list[float]:
         return (await self._run(self._prepare([text])))[0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streamforge.db.database import Database
-from streamforge.stores.base import ChunkStore, Hit, NewChunk, search_terms
+from streamforge.stores.base import ChunkStore, DocumentChunks, Hit, NewChunk, search_terms
 
 
 def create_store(
@@ -23,4 +23,4 @@ def create_store(
     return PostgresChunkStore(database, ef_search=ef_search)
 
 
-__all__ = ["ChunkStore", "Hit", "NewChunk", "create_store", "search_terms"]
+__all__ = ["ChunkStore", "DocumentChunks", "Hit", "NewChunk", "create_store", "search_terms"]

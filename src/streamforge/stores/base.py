@@ -39,6 +39,17 @@ class NewChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentChunks:
+    """A document's chunks and their vectors, to be written."""
+
+    owner_id: str
+    collection_id: str
+    document_id: str
+    chunks: Sequence[NewChunk]
+    vectors: Sequence[Sequence[float]]
+
+
+@dataclass(frozen=True, slots=True)
 class Hit:
     chunk_id: int
     score: float
@@ -223,31 +234,50 @@ class ChunkStore(abc.ABC):
         vectors: Sequence[Sequence[float]],
     ) -> None:
         """Replace a document's chunks with these, with their vectors and text entries."""
-        if len(chunks) != len(vectors):
-            raise ValueError("one vector per chunk")
-        await self.delete_document(db, document_id)
-        if not chunks:
+        await self.write_documents(
+            db, [DocumentChunks(owner_id, collection_id, document_id, chunks, vectors)]
+        )
+
+    async def write_documents(self, db: AsyncSession, documents: Sequence[DocumentChunks]) -> None:
+        """Replace the chunks of several documents at once: one statement per table rather
+        than per document (ingestion writes the documents embedded together)."""
+        for document in documents:
+            if len(document.chunks) != len(document.vectors):
+                raise ValueError("one vector per chunk")
+        ids = [document.document_id for document in documents]
+        await self._delete_where(db, Chunk.document_id.in_(ids))
+        filled = [document for document in documents if document.chunks]
+        if not filled:
             return
-        dimensions = len(vectors[0])
-        await self.ensure_space(db, dimensions)
         result = await db.execute(
             insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
             [
                 {
-                    "owner_id": owner_id,
-                    "collection_id": collection_id,
-                    "document_id": document_id,
+                    "owner_id": document.owner_id,
+                    "collection_id": document.collection_id,
+                    "document_id": document.document_id,
                     "ordinal": chunk.ordinal,
                     "start_offset": chunk.start,
                     "end_offset": chunk.end,
                     "text": chunk.text,
                 }
-                for chunk in chunks
+                for document in filled
+                for chunk in document.chunks
             ],
         )
-        ids = [row[0] for row in result.all()]
-        await self._insert_vectors(db, dimensions, collection_id, ids, vectors)
-        await self._touch(db, [collection_id])
+        chunk_ids = iter([row[0] for row in result.all()])
+        # Vectors by (space, collection): the statement binds one collection.
+        groups: dict[tuple[int, str], tuple[list[int], list[Sequence[float]]]] = {}
+        for document in filled:
+            for vector in document.vectors:
+                key = (len(vector), document.collection_id)
+                group = groups.setdefault(key, ([], []))
+                group[0].append(next(chunk_ids))
+                group[1].append(vector)
+        for (dimensions, collection_id), (group_ids, vectors) in groups.items():
+            await self.ensure_space(db, dimensions)
+            await self._insert_vectors(db, dimensions, collection_id, group_ids, vectors)
+        await self._touch(db, sorted({document.collection_id for document in filled}))
 
     async def delete_document(self, db: AsyncSession, document_id: str) -> None:
         await self._delete_where(db, Chunk.document_id == document_id)
