@@ -423,7 +423,9 @@ class ModelProcess:
 
         Closing this generator, or setting ``cancellation``, stops decoding within one token.
         """
-        if self.state == "stopped":
+        if self.state in ("stopped", "starting"):
+            # Started on first use, or still starting: wait for its first answer either way
+            # (``start`` waits on the running supervisor instead of starting a second one).
             await self.start()
         if self.state != "ready":
             raise self._unavailable()
