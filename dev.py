@@ -237,15 +237,21 @@ def apt_install(package: str, present: Path | str, *, recommends: bool = False) 
     return Path(present).exists() or bool(shutil.which(str(present)))
 
 
+NGINX = "/usr/sbin/nginx"
+
+
 def ensure_test_programs() -> None:
-    """The tests start private redis-server processes (which they crash and restart) and drive
-    Debian's Chromium (Playwright never downloads a browser of its own here)."""
+    """The tests start private redis-server processes (which they crash and restart), drive
+    Debian's Chromium (Playwright never downloads a browser of its own here) and put Debian's
+    nginx in front of real server processes."""
     if not apt_install("redis-server", "redis-server"):
         sys.exit(
             "The tests need the redis-server program (Debian/Ubuntu: apt install redis-server)."
         )
     if os.name != "nt" and not apt_install("chromium", CHROMIUM, recommends=True):
         sys.exit(f"The browser tests need Chromium at {CHROMIUM} (Debian: apt install chromium).")
+    if os.name != "nt" and not apt_install("nginx", NGINX):
+        sys.exit(f"The reverse-proxy tests need nginx at {NGINX} (Debian: apt install nginx).")
 
 
 def serve(extra: list[str]) -> None:
