@@ -7,10 +7,12 @@ loopback port, and (in the heartbeat test only) ``proxy_read_timeout`` is shorte
 other line is the shipped file's. Each substitution must match exactly once, so a change to
 the shipped file that these tests would no longer cover fails here instead of passing unseen.
 
-The derived file is included in an ``http`` block like a site's own ``nginx.conf``: Debian's
-``gzip on`` and more (event streams and JSON among ``gzip_types``), so the shipped server
-block has to keep streams out of it; a second server, a plain ``proxy_pass`` without the
-shipped directives, shows that the same stream would be compressed there.
+The derived file is included in an ``http`` block as hostile as a site's own ``nginx.conf``
+may be: Debian's ``gzip on`` and more (event streams among ``gzip_types``), and the workers'
+``X-Accel-Buffering: no`` ignored (as when something in between drops it), so the shipped
+server block alone has to keep streams whole and unbuffered. A second server in that block, a
+plain ``proxy_pass`` without the shipped directives, shows what happens to the same stream
+without them: it arrives all at once at the end, compressed.
 
 Two deployments: one server on SQLite with the in-process event log; two servers on
 PostgreSQL and Redis behind the same upstream (the compose file's ``api-1`` and ``api-2``).
@@ -35,6 +37,7 @@ from tests.conftest import postgres_database
 from tests.procs import (
     Event,
     ServerProcess,
+    SSEParser,
     SSEResult,
     _kill_group,
     _spawn,
@@ -125,6 +128,8 @@ http {{
     uwsgi_temp_path {temp}/uwsgi;
     scgi_temp_path {temp}/scgi;
     # Debian's nginx.conf says sendfile, tcp_nopush and gzip on; a site may compress more.
+    # And the shipped block must not lean on the workers' X-Accel-Buffering header.
+    proxy_ignore_headers X-Accel-Buffering;
     sendfile on;
     tcp_nopush on;
     gzip on;
@@ -346,6 +351,19 @@ def spread(result: SSEResult) -> float:
     return deltas[-1].at - deltas[0].at
 
 
+async def read_compressed_sse(url: str, body: Any, headers: dict[str, str]) -> SSEResult:
+    """POST ``body`` and parse the answer as it arrives, decompressed (httpx undoes gzip)."""
+    parser = SSEParser()
+    async with (
+        httpx.AsyncClient(timeout=60) as client,
+        client.stream("POST", url, json=body, headers=headers) as response,
+    ):
+        result = SSEResult(response.status_code, response.reason_phrase, response.headers)
+        async for chunk in response.aiter_bytes():
+            result.events.extend(parser.feed(chunk))
+    return result
+
+
 async def stored_reply(url: str, headers: dict[str, str], session_id: str) -> dict[str, Any]:
     """The session's assistant message, once it is no longer streaming."""
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=15) as client:
@@ -400,16 +418,22 @@ async def test_events_arrive_one_by_one_through_the_proxy_uncompressed(
 ) -> None:
     """40 deltas 50 ms apart: through the proxy the first and the last arrive as far apart as
     on a direct connection, and the stream is not compressed although the client accepts gzip
-    and the surrounding http block compresses event streams."""
+    and the surrounding http block compresses event streams. Through the plain proxy_pass in
+    the same http block the same stream comes all at once at the end, and compressed."""
     delay, words = 0.05, 40
     env = {**LONG_ANSWER, "STREAMFORGE_STREAMING__SIMULATED_DELAY": str(delay)}
     async with deployment(tmp_path, backend, env) as deployed:
         body = {"message": "one by one", "max_tokens": words}
-        headers = {**deployed.auth, "Accept-Encoding": "gzip"}
-        direct = await read_sse(
-            f"{deployed.servers[0].url}/chat", "POST", json=body, headers=headers
-        )
-        proxied = await read_sse(f"{deployed.proxy.url}/chat", "POST", json=body, headers=headers)
+        gzip = {**deployed.auth, "Accept-Encoding": "gzip"}
+        direct = await read_sse(f"{deployed.servers[0].url}/chat", "POST", json=body, headers=gzip)
+        proxied = await read_sse(f"{deployed.proxy.url}/chat", "POST", json=body, headers=gzip)
+
+        # Not compressed, not given a length: a stream, passed on as it comes.
+        assert proxied.status == 200, proxied.body
+        assert "content-encoding" not in proxied.headers
+        assert proxied.headers["content-type"].startswith("text/event-stream")
+        assert proxied.headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in proxied.headers
         for result in (direct, proxied):
             assert result.status == 200, result.body
             assert result.ended == "complete"
@@ -421,20 +445,12 @@ async def test_events_arrive_one_by_one_through_the_proxy_uncompressed(
         assert spread(direct) >= 0.5 * (words - 1) * delay
         assert spread(proxied) >= 0.6 * spread(direct), (spread(proxied), spread(direct))
 
-        # Not compressed, not given a length: a stream, passed on as it comes.
-        assert "content-encoding" not in proxied.headers
-        assert proxied.headers["content-type"].startswith("text/event-stream")
-        assert proxied.headers["transfer-encoding"] == "chunked"
-        assert "content-length" not in proxied.headers
-
-        # The same request through a plain proxy_pass in the same http block is compressed:
-        # it is the shipped server block that keeps event streams out of gzip.
-        async with httpx.AsyncClient(timeout=60) as client:
-            plain = await client.post(
-                f"{deployed.proxy.plain_url}/chat", json=body, headers=headers
-            )
-        assert plain.status_code == 200
+        # The control: without the shipped directives nginx compresses the stream, and the
+        # client gets it all at once at the end.
+        plain = await read_compressed_sse(f"{deployed.proxy.plain_url}/chat", body, gzip)
         assert plain.headers["content-encoding"] == "gzip"
+        assert plain.text == direct.text
+        assert spread(plain) < 0.2 * spread(direct), (spread(plain), spread(direct))
 
 
 @pytest.mark.slow
