@@ -112,6 +112,8 @@ def main_config(prefix: Path, plain_port: int) -> str:
     It logs which worker answered each request, and adds a plain proxy (no directives for
     event streams) on ``plain_port`` over the same upstream."""
     temp = prefix / "temp"
+    # One worker process: the round robin over the upstream is per process, so with one
+    # the requests of a test alternate strictly between the workers.
     return f"""\
 worker_processes 1;
 pid {prefix}/nginx.pid;
