@@ -357,7 +357,7 @@ async def read_compressed_sse(url: str, body: Any, headers: dict[str, str]) -> S
     """POST ``body`` and parse the answer as it arrives, decompressed (httpx undoes gzip)."""
     parser = SSEParser()
     async with (
-        httpx.AsyncClient(timeout=60) as client,
+        httpx.AsyncClient(timeout=60, trust_env=False) as client,
         client.stream("POST", url, json=body, headers=headers) as response,
     ):
         result = SSEResult(response.status_code, response.reason_phrase, response.headers)
@@ -368,7 +368,9 @@ async def read_compressed_sse(url: str, body: Any, headers: dict[str, str]) -> S
 
 async def stored_reply(url: str, headers: dict[str, str], session_id: str) -> dict[str, Any]:
     """The session's assistant message, once it is no longer streaming."""
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=15) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=15, trust_env=False
+    ) as client:
         deadline = time.monotonic() + 15
         while True:
             response = await client.get(f"/sessions/{session_id}/messages")
