@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from streamforge.deps import DocumentServiceDep, OwnerDep, RetrievalServiceDep
+from streamforge.documents.extract import page_of
 from streamforge.errors import PayloadTooLarge
 from streamforge.models import Collection, Document, DocumentStatus
 from streamforge.schemas.common import ErrorResponse, LimitQuery, OffsetQuery, Page, StorableText
@@ -151,13 +152,23 @@ async def get_document(
 async def get_document_text(
     document_id: str, owner: OwnerDep, service: DocumentServiceDep
 ) -> DocumentText:
-    text = await service.document_text(owner, document_id)
+    found = await service.document_text(owner, document_id)
     chunks = await service.chunks(owner, document_id)
     return DocumentText(
         id=document_id,
-        text=text,
+        name=found.name,
+        media_type=found.media_type,
+        text=found.text,
+        page_starts=found.page_starts,
         chunks=[
-            ChunkPublic(ordinal=c.ordinal, start=c.start, end=c.end, text=c.text) for c in chunks
+            ChunkPublic(
+                ordinal=c.ordinal,
+                start=c.start,
+                end=c.end,
+                page=page_of(found.page_starts, c.start),
+                text=c.text,
+            )
+            for c in chunks
         ],
     )
 
@@ -217,6 +228,7 @@ async def search(
                 chunk_id=chunk.chunk_id,
                 start=chunk.start,
                 end=chunk.end,
+                page=chunk.page,
                 text=chunk.text,
             )
             for rank, chunk in enumerate(result.chunks, start=1)
