@@ -147,13 +147,20 @@ async def get_document(
 @router.get(
     "/documents/{document_id}/text",
     responses=_ERRORS,
-    summary="The text extracted from a document, and its chunks with their offsets",
+    summary="The text extracted from a document, its pages and its chunks with their offsets",
+    description="What a citation's `start` and `end` index into: the page opens a cited "
+    "passage in its document with this. `page_starts` says where each page of a PDF begins.",
 )
 async def get_document_text(
-    document_id: str, owner: OwnerDep, service: DocumentServiceDep
+    document_id: str,
+    owner: OwnerDep,
+    service: DocumentServiceDep,
+    chunks: Annotated[
+        bool, Query(description="Include the chunks (false: the text and its pages only).")
+    ] = True,
 ) -> DocumentText:
     found = await service.document_text(owner, document_id)
-    chunks = await service.chunks(owner, document_id)
+    parts = await service.chunks(owner, document_id) if chunks else []
     return DocumentText(
         id=document_id,
         name=found.name,
@@ -168,7 +175,7 @@ async def get_document_text(
                 page=page_of(found.page_starts, c.start),
                 text=c.text,
             )
-            for c in chunks
+            for c in parts
         ],
     )
 

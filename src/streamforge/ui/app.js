@@ -11,6 +11,8 @@ const BASE = location.pathname.replace(/\/ui\/?$/, "");
 const ACTIVE_KEY = "streamforge.activeStream";
 // The API key, for a server with authentication on; kept in this browser only.
 const API_KEY = "streamforge.apiKey";
+// The collections that "Use my documents" leaves out (ids), kept in this browser.
+const UNPICKED_KEY = "streamforge.unpickedCollections";
 const POLL_MS = 500;
 
 const $ = (id) => document.getElementById(id);
@@ -35,6 +37,14 @@ const ui = {
   file: $("file"),
   upload: $("upload"),
   documents: $("documents"),
+  picks: $("rag-collections"),
+  picksEmpty: $("rag-collections-empty"),
+  ragScope: $("rag-scope"),
+  viewer: $("viewer"),
+  viewerTitle: $("viewer-title"),
+  viewerWhere: $("viewer-where"),
+  viewerText: $("viewer-text"),
+  viewerClose: $("viewer-close"),
   keyForm: $("key-form"),
   key: $("api-key"),
   keyState: $("key-state"),
@@ -48,6 +58,9 @@ const state = {
   sessions: [],
   turn: null, // the Turn being streamed, if any
   unloading: false,
+  documents: new Map(), // document id → its item in the list (one per document)
+  collections: [],
+  unpicked: readUnpicked(),
 };
 
 // --------------------------------------------------------------------------------------------
@@ -570,16 +583,27 @@ class MessageView {
 function citation(source, position) {
   const number = Number.isInteger(source.index) ? source.index : position;
   const name = source.document_name || source.document_id || "document";
+  const page = Number.isInteger(source.page) ? source.page : null;
   const details = el("details", null, "citation");
+  details.dataset.documentId = source.document_id || "";
   const summary = el("summary");
   summary.append(el("span", `[${number}] ${name}`, "name"));
+  if (page !== null) summary.append(el("span", `page ${page}`, "page"));
   if (typeof source.score === "number") {
     summary.append(el("span", `score ${source.score.toFixed(3)}`, "score"));
   }
   const snippet = el("blockquote", source.snippet ?? source.text ?? "", "snippet");
   details.append(summary, snippet);
-  if (Number.isInteger(source.start) && Number.isInteger(source.end)) {
-    details.append(el("p", `characters ${source.start}–${source.end} of the document`, "where"));
+  const spanned = Number.isInteger(source.start) && Number.isInteger(source.end);
+  if (spanned) {
+    const where = `characters ${source.start}–${source.end} of the document`;
+    details.append(el("p", page === null ? where : `page ${page}, ${where}`, "where"));
+  }
+  if (spanned && typeof source.document_id === "string" && source.document_id) {
+    const open = el("button", "Open in the document", "link small open-passage");
+    open.type = "button";
+    open.addEventListener("click", () => openPassage(source));
+    details.append(open);
   }
   const item = el("li");
   item.append(details);
@@ -913,7 +937,11 @@ function chatBody(message) {
     }
   }
   if (ui.template.value) body.template = ui.template.value;
-  if (ui.rag.checked) body.rag = true;
+  if (ui.rag.checked) {
+    const picked = pickedCollections();
+    // Every collection picked: "all of mine", which includes collections made after this.
+    body.rag = picked.length === state.collections.length ? true : { collections: picked };
+  }
   return body;
 }
 
@@ -1124,32 +1152,49 @@ async function openSession(sessionId, saved = null) {
 }
 
 // --------------------------------------------------------------------------------------------
-// Documents
+// Documents: one item per document (an upload of a file already listed replaces its item),
+// with re-index and delete; the collections "Use my documents" searches are picked below.
 
 function documentItem() {
   const item = el("li", null, "document");
   const name = el("span", null, "name");
+  const where = el("span", null, "collection muted");
   const progress = el("progress");
   progress.max = 1;
   const status = el("span", null, "state");
-  item.append(name, progress, status);
-  return {
+  const actions = el("span", null, "actions");
+  const reindex = el("button", "Re-index", "link small reindex");
+  reindex.type = "button";
+  const remove = el("button", "Delete", "link small delete");
+  remove.type = "button";
+  actions.append(reindex, remove);
+  item.append(name, where, progress, status, actions);
+  const view = {
     item,
+    doc: null,
+    token: 0, // bumped to stop the polling of an earlier follow()
     update(doc) {
+      view.doc = doc;
       item.dataset.documentId = doc.id || "";
       item.dataset.status = doc.status || "";
       item.className = `document ${doc.status || ""}`;
       name.textContent = doc.name || "document";
+      const collection = state.collections.find((c) => c.id === doc.collection_id);
+      where.textContent = collection ? `in ${collection.name}` : "";
       const fraction = Math.max(0, Math.min(1, Number(doc.progress) || 0));
       progress.value = fraction;
       progress.hidden = doc.status === "ready" || doc.status === "failed";
+      const pages = Number.isInteger(doc.pages) ? ` · ${doc.pages} page${doc.pages === 1 ? "" : "s"}` : "";
       const words = {
         queued: "Waiting to be read…",
         processing: `Reading… ${Math.round(fraction * 100)}%`,
-        ready: `Ready · ${doc.chunk_count} passage${doc.chunk_count === 1 ? "" : "s"}`,
+        ready: `Ready · ${doc.chunk_count} passage${doc.chunk_count === 1 ? "" : "s"}${pages}`,
         failed: `Failed: ${doc.error || "the file could not be read"}`,
       };
       status.textContent = words[doc.status] || doc.status || "";
+      const busy = doc.status === "queued" || doc.status === "processing";
+      actions.hidden = !doc.id;
+      reindex.disabled = busy;
     },
     fail(message) {
       item.className = "document failed";
@@ -1158,20 +1203,45 @@ function documentItem() {
       status.textContent = message;
     },
   };
+  reindex.addEventListener("click", () => reindexDocument(view));
+  remove.addEventListener("click", () => deleteDocument(view));
+  return view;
+}
+
+// The item shows this document from now on; another item of the same document goes away.
+function adopt(view, doc) {
+  const other = state.documents.get(doc.id);
+  if (other && other !== view) {
+    other.token += 1;
+    other.item.remove();
+  }
+  state.documents.set(doc.id, view);
+}
+
+function forgetDocument(view) {
+  view.token += 1;
+  view.item.remove();
+  if (view.doc && state.documents.get(view.doc.id) === view) state.documents.delete(view.doc.id);
 }
 
 async function follow(view, doc) {
+  const token = ++view.token;
   view.update(doc);
   while (doc.status === "queued" || doc.status === "processing") {
     await sleep(POLL_MS);
+    if (view.token !== token) return;
     try {
       doc = await api("GET", `/documents/${encodeURIComponent(doc.id)}`);
     } catch (error) {
-      view.fail(error.message);
+      if (view.token !== token) return;
+      if (error.status === 404) forgetDocument(view); // deleted elsewhere
+      else view.fail(error.message);
       return;
     }
+    if (view.token !== token) return;
     view.update(doc);
   }
+  if (doc.status === "ready") refreshCollections();
 }
 
 async function uploadDocument(file, collection) {
@@ -1188,23 +1258,182 @@ async function uploadDocument(file, collection) {
     form.append("collection", collection);
     form.append("file", file, file.name);
     const doc = await api("POST", "/documents", form);
+    adopt(view, doc);
+    await refreshCollections();
     await follow(view, doc);
   } catch (error) {
     view.fail(error.message);
   }
 }
 
-async function loadDocuments() {
+async function deleteDocument(view) {
+  const doc = view.doc;
+  if (!doc || !doc.id) return;
+  if (!confirm(`Delete \u201c${doc.name}\u201d and its passages?`)) return;
   try {
-    const page = await api("GET", "/documents?limit=10");
-    for (const doc of page.items) {
-      const view = documentItem();
-      ui.documents.append(view.item);
-      follow(view, doc);
+    await api("DELETE", `/documents/${encodeURIComponent(doc.id)}`);
+  } catch (error) {
+    if (error.status !== 404) {
+      notify(error.message);
+      return;
     }
+  }
+  forgetDocument(view);
+  await refreshCollections();
+}
+
+async function reindexDocument(view) {
+  const doc = view.doc;
+  if (!doc || !doc.id) return;
+  try {
+    await follow(view, await api("POST", `/documents/${encodeURIComponent(doc.id)}/reindex`));
   } catch (error) {
     notify(error.message);
   }
+}
+
+async function loadDocuments() {
+  try {
+    const page = await api("GET", "/documents?limit=20");
+    for (const view of state.documents.values()) view.token += 1;
+    state.documents.clear();
+    const items = [];
+    for (const doc of page.items) {
+      const view = documentItem();
+      state.documents.set(doc.id, view);
+      items.push(view.item);
+      follow(view, doc);
+    }
+    ui.documents.replaceChildren(...items);
+  } catch (error) {
+    notify(error.message);
+  }
+}
+
+function readUnpicked() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(UNPICKED_KEY) || "[]");
+    return new Set(Array.isArray(saved) ? saved.filter((id) => typeof id === "string") : []);
+  } catch {
+    return new Set();
+  }
+}
+
+function saveUnpicked() {
+  try {
+    localStorage.setItem(UNPICKED_KEY, JSON.stringify([...state.unpicked]));
+  } catch {
+    // Storage disabled: the choice lasts until the page is reloaded.
+  }
+}
+
+function pickedCollections() {
+  return state.collections.filter((c) => !state.unpicked.has(c.id)).map((c) => c.id);
+}
+
+async function refreshCollections() {
+  try {
+    const page = await api("GET", "/collections?limit=100");
+    state.collections = page.items;
+  } catch (error) {
+    notify(error.message);
+    return;
+  }
+  renderCollections();
+  for (const view of state.documents.values()) if (view.doc) view.update(view.doc);
+}
+
+function renderCollections() {
+  const legend = ui.picks.querySelector("legend");
+  const picks = state.collections.map((collection) => {
+    const label = el("label", null, "pick");
+    const box = el("input");
+    box.type = "checkbox";
+    box.value = collection.id;
+    box.dataset.name = collection.name;
+    box.checked = !state.unpicked.has(collection.id);
+    box.addEventListener("change", () => {
+      if (box.checked) state.unpicked.delete(collection.id);
+      else state.unpicked.add(collection.id);
+      saveUnpicked();
+      showScope();
+    });
+    const count = collection.document_count;
+    label.append(
+      box,
+      el("span", collection.name, "name"),
+      el("span", `${count} document${count === 1 ? "" : "s"}`, "count muted"),
+    );
+    return label;
+  });
+  ui.picks.replaceChildren(legend, ...picks, ui.picksEmpty);
+  ui.picksEmpty.hidden = picks.length > 0;
+  showScope();
+}
+
+// Next to the toggle: which collections an answer will search.
+function showScope() {
+  const total = state.collections.length;
+  const picked = pickedCollections().length;
+  ui.ragScope.textContent = !total || picked === total ? "all collections" : `${picked} of ${total} collections`;
+}
+
+// --------------------------------------------------------------------------------------------
+// A cited passage, opened in its document's text: the passage highlighted, pages marked.
+
+// Around the passage of a long document, this many characters each side are shown.
+const CONTEXT_CHARS = 20000;
+
+function pageAt(starts, offset) {
+  let page = null;
+  starts.forEach((start, index) => {
+    if (start <= offset) page = index + 1;
+  });
+  return page;
+}
+
+async function openPassage(source) {
+  let doc;
+  try {
+    doc = await api("GET", `/documents/${encodeURIComponent(source.document_id)}/text?chunks=false`);
+  } catch (error) {
+    notify(error.message);
+    return;
+  }
+  const text = typeof doc.text === "string" ? doc.text : "";
+  const starts = Array.isArray(doc.page_starts) ? doc.page_starts.filter(Number.isInteger) : [];
+  const start = Math.max(0, Math.min(text.length, source.start));
+  const end = Math.max(start, Math.min(text.length, source.end));
+  let from = 0;
+  let to = text.length;
+  if (text.length > 3 * CONTEXT_CHARS) {
+    from = Math.max(0, start - CONTEXT_CHARS);
+    to = Math.min(text.length, end + CONTEXT_CHARS);
+  }
+  const cuts = new Set([from, to, start, end]);
+  for (const at of starts) if (at > from && at < to) cuts.add(at);
+  const points = [...cuts].sort((a, b) => a - b);
+  const nodes = [];
+  if (from > 0) nodes.push(el("span", "…\n", "elided muted"));
+  for (let i = 0; i < points.length - 1; i++) {
+    const a = points[i];
+    const b = points[i + 1];
+    starts.forEach((at, index) => {
+      if (at === a && (a > from || a === 0)) nodes.push(el("span", `Page ${index + 1}`, "page-break"));
+    });
+    if (a === b) continue;
+    const piece = text.slice(a, b);
+    nodes.push(a >= start && b <= end ? el("mark", piece, "passage") : document.createTextNode(piece));
+  }
+  if (to < text.length) nodes.push(el("span", "\n…", "elided muted"));
+  const page = Number.isInteger(source.page) ? source.page : pageAt(starts, start);
+  ui.viewerTitle.textContent = doc.name || source.document_name || "Document";
+  const where = `characters ${start}–${end}`;
+  ui.viewerWhere.textContent = page === null ? `The passage: ${where}` : `Page ${page} · ${where}`;
+  ui.viewerText.replaceChildren(...nodes);
+  if (!ui.viewer.open) ui.viewer.showModal();
+  const mark = ui.viewerText.querySelector("mark");
+  if (mark) mark.scrollIntoView({ block: "center" });
 }
 
 // --------------------------------------------------------------------------------------------
@@ -1243,6 +1472,10 @@ function wire() {
     event.preventDefault();
     const message = ui.input.value;
     if (!message.trim() || state.turn) return;
+    if (ui.rag.checked && state.collections.length && !pickedCollections().length) {
+      notify("Pick at least one collection for \u201cUse my documents\u201d, or turn it off.");
+      return;
+    }
     ui.input.value = "";
     send(message);
   });
@@ -1281,9 +1514,13 @@ function wire() {
     }
     ui.keyState.textContent = key ? "A key is saved in this browser." : "No key.";
     clearNotice();
-    await Promise.all([refreshSessions(), loadPickers(), loadDocuments()]);
+    await Promise.all([refreshSessions(), loadPickers(), refreshCollections(), loadDocuments()]);
   });
   ui.noticeClose.addEventListener("click", clearNotice);
+  ui.viewerClose.addEventListener("click", () => ui.viewer.close());
+  ui.viewer.addEventListener("click", (event) => {
+    if (event.target === ui.viewer) ui.viewer.close(); // a click on the backdrop
+  });
   ui.uploadForm.addEventListener("submit", (event) => {
     event.preventDefault();
     const file = ui.file.files && ui.file.files[0];
@@ -1301,7 +1538,7 @@ function wire() {
 async function start() {
   wire();
   const saved = readActive();
-  await Promise.all([refreshSessions(), loadPickers(), loadDocuments()]);
+  await Promise.all([refreshSessions(), loadPickers(), refreshCollections(), loadDocuments()]);
   if (saved) await openSession(saved.session_id, saved);
   document.body.dataset.ready = "true";
 }
