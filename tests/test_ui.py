@@ -646,8 +646,10 @@ async def test_documents_are_listed_once_reindexed_and_deleted_from_the_page(
     await expect(item.locator(".collection")).to_have_text("in ui-kiln")
 
     # The same file again: the API keeps one document, and so does the list.
+    item = tab.locator(f'.document[data-document-id="{document_id}"]')
     await tab.set_input_files("#file", str(notes))
     await tab.click("#upload")
+    await expect(tab.locator(".document", has_text=notes.name)).to_have_count(1)
     await expect(item).to_have_attribute("data-status", "ready", timeout=30_000)
     await expect(tab.locator(f'.document[data-document-id="{document_id}"]')).to_have_count(1)
     await tab.wait_for_timeout(300)
@@ -734,9 +736,13 @@ async def test_a_pdf_citation_shows_its_page_and_opens_the_passage(
 ) -> None:
     tab, problems = page
     marker = f"obsidian{uuid.uuid4().hex[:8]}"
+    # Page 2 is longer than a chunk, so page 3 (short) is a chunk of its own, from its start.
     pages = [
         "Chapter one is about harbours and the ships that leave them at dawn.",
-        "Chapter two covers lighthouses, their lenses and the keepers who trim the wicks.",
+        " ".join(
+            f"Lighthouse {n} has a lens, a lamp and a keeper who trims the wicks at dusk."
+            for n in range(14)
+        ),
         f"Chapter three: the {marker} lock lifts barges eleven metres in nine minutes.",
     ]
     manual = tmp_path / "canal-manual.pdf"

@@ -1244,15 +1244,30 @@ async function follow(view, doc) {
   if (doc.status === "ready") refreshCollections();
 }
 
+// The item of a document already listed under this name in this collection, if any: an
+// upload under the same name updates or replaces that document, so it keeps one item.
+function listedAs(name, collection) {
+  const found = state.collections.find((c) => c.name === collection || c.id === collection);
+  if (!found) return null;
+  for (const view of state.documents.values()) {
+    if (view.doc && view.doc.name === name && view.doc.collection_id === found.id) return view;
+  }
+  return null;
+}
+
 async function uploadDocument(file, collection) {
-  const view = documentItem();
-  view.update({ name: file.name, status: "queued", progress: 0 });
+  const view = listedAs(file.name, collection) || documentItem();
+  view.token += 1; // an earlier follow() of this item stops
+  view.update({ ...(view.doc || {}), name: file.name, status: "queued", progress: 0 });
   ui.documents.prepend(view.item);
   try {
-    try {
-      await api("POST", "/collections", { name: collection });
-    } catch (error) {
-      if (error.status !== 409) throw error; // 409: it exists already, which is fine
+    const known = state.collections.some((c) => c.name === collection || c.id === collection);
+    if (!known) {
+      try {
+        await api("POST", "/collections", { name: collection });
+      } catch (error) {
+        if (error.status !== 409) throw error; // 409: it exists already, which is fine
+      }
     }
     const form = new FormData();
     form.append("collection", collection);
