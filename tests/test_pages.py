@@ -71,6 +71,9 @@ async def test_citations_of_a_pdf_passage_carry_its_page(
         assert router_chunk["page"] == 4
         assert next(c for c in body["chunks"] if "sourdough" in c["text"])["page"] == 2
         assert body["text"][starts[3] :].startswith(ROUTER[:30])
+        bare = (await client.get(f"/documents/{pdf['id']}/text?chunks=false")).json()
+        assert bare["chunks"] == [] and bare["page_starts"] == starts
+        assert bare["text"] == body["text"]
         plain = (await client.get(f"/documents/{note['id']}/text")).json()
         assert plain["page_starts"] is None
         assert all(chunk["page"] is None for chunk in plain["chunks"])
