@@ -192,6 +192,26 @@ async def test_page_is_served_with_its_files(server: ServerProcess) -> None:
     assert "innerHTML" not in script.text and "insertAdjacentHTML" not in script.text
 
 
+async def test_the_script_is_es_modules_served_as_static_files(server: ServerProcess) -> None:
+    modules = ("dom", "http", "sse", "markdown", "view", "turn")
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as client:
+        texts = {name: (await client.get(f"/ui/{name}.js")).text for name in ("app", *modules)}
+        for name in modules:
+            # Each module is imported by the page (app.js or another module).
+            assert any(f'from "./{name}.js"' in text for text in texts.values()), name
+            response = await client.get(f"/ui/{name}.js")
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/javascript")
+            assert "script-src 'self'" in response.headers["content-security-policy"]
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert "innerHTML" not in response.text and "insertAdjacentHTML" not in response.text
+            assert "export " in response.text
+        unknown = await client.get("/ui/evil.js")
+        escaped = await client.get("/ui/..%2Fapp.js")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    assert escaped.status_code == 404
+
+
 async def test_answer_streams_as_markdown_and_hostile_html_stays_text(
     page: tuple[Page, Problems], server: ServerProcess
 ) -> None:
