@@ -3,7 +3,8 @@
 Pure and synchronous. The checks on names and leading bytes (``check_filename``, ``sniff``) are
 cheap enough for the server process; ``extract_bytes`` runs a parser on hostile input and belongs
 in the sandboxed worker. Parsers are imported inside the function that needs them, so the worker
-loads only one of them.
+loads only one of them (DOCX's lives in ``docx_text``). For a PDF, ``Extracted.page_starts``
+says where each page begins in the text, and ``page_of`` turns an offset into its page.
 """
 
 from __future__ import annotations
