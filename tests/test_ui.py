@@ -25,6 +25,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, Dialog, Locator, Page, async_playwright, expect
 
 from tests.procs import ServerProcess, server_process
+from tests.rag_support import pdf_bytes
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -189,6 +190,26 @@ async def test_page_is_served_with_its_files(server: ServerProcess) -> None:
     assert not re.search(r"\son[a-z]+\s*=", page.text, re.IGNORECASE)
     assert "http://" not in page.text and "https://" not in page.text
     assert "innerHTML" not in script.text and "insertAdjacentHTML" not in script.text
+
+
+async def test_the_script_is_es_modules_served_as_static_files(server: ServerProcess) -> None:
+    modules = ("dom", "http", "sse", "markdown", "view", "turn")
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as client:
+        texts = {name: (await client.get(f"/ui/{name}.js")).text for name in ("app", *modules)}
+        for name in modules:
+            # Each module is imported by the page (app.js or another module).
+            assert any(f'from "./{name}.js"' in text for text in texts.values()), name
+            response = await client.get(f"/ui/{name}.js")
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/javascript")
+            assert "script-src 'self'" in response.headers["content-security-policy"]
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert "innerHTML" not in response.text and "insertAdjacentHTML" not in response.text
+            assert "export " in response.text
+        unknown = await client.get("/ui/evil.js")
+        escaped = await client.get("/ui/..%2Fapp.js")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    assert escaped.status_code == 404
 
 
 async def test_answer_streams_as_markdown_and_hostile_html_stays_text(
@@ -598,3 +619,220 @@ async def test_api_documentation_renders_with_the_network_blocked(
     # The operations are listed, from the server's own OpenAPI document.
     assert listed >= 10
     assert "/chat" in text and "/sessions" in text
+
+
+# -- documents: one item per document, delete, re-index, collections, pages -------------------
+
+
+async def upload_on_page(tab: Page, collection: str, path: Path) -> Locator:
+    """Upload a file from the page and wait until it is ready; its item in the list."""
+    await tab.fill("#collection", collection)
+    await tab.set_input_files("#file", str(path))
+    await tab.click("#upload")
+    item = tab.locator(".document", has=tab.locator(".name", has_text=path.name))
+    await expect(item).to_have_count(1)
+    await expect(item).to_have_attribute("data-status", "ready", timeout=30_000)
+    return item
+
+
+async def api_get(server: ServerProcess, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as client:
+        return await client.get(path)
+
+
+def shoot(name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+async def test_documents_are_listed_once_reindexed_and_deleted_from_the_page(
+    page: tuple[Page, Problems], server: ServerProcess, tmp_path: Path
+) -> None:
+    tab, problems = page
+    marker = f"feldspar{uuid.uuid4().hex[:8]}"
+    notes = tmp_path / f"kiln-{marker}.md"
+    notes.write_text(f"# Kiln\n\nThe {marker} kiln fires at 1240 degrees.\n", encoding="utf-8")
+    await open_ui(tab, server)
+    item = await upload_on_page(tab, "ui-kiln", notes)
+    document_id = await item.get_attribute("data-document-id")
+    assert document_id
+    await expect(item.locator(".collection")).to_have_text("in ui-kiln")
+
+    # The same file again: the API keeps one document, and so does the list.
+    item = tab.locator(f'.document[data-document-id="{document_id}"]')
+    await tab.set_input_files("#file", str(notes))
+    await tab.click("#upload")
+    await expect(tab.locator(".document", has_text=notes.name)).to_have_count(1)
+    await expect(item).to_have_attribute("data-status", "ready", timeout=30_000)
+    await expect(tab.locator(f'.document[data-document-id="{document_id}"]')).to_have_count(1)
+    await tab.wait_for_timeout(300)
+    await expect(tab.locator(".document", has_text=notes.name)).to_have_count(1)
+    listed = (await api_get(server, "/documents?collection=ui-kiln")).json()
+    assert [d["id"] for d in listed["items"]] == [document_id]
+    # After a reload, too.
+    await open_ui(tab, server)
+    await expect(tab.locator(".document", has_text=notes.name)).to_have_count(1)
+
+    # Re-index: ingested again (a later ingestion time), ready again.
+    before = (await api_get(server, f"/documents/{document_id}")).json()["ingested_at"]
+    item = tab.locator(f'.document[data-document-id="{document_id}"]')
+    await item.locator(".reindex").click()
+    await expect(item).to_have_attribute("data-status", "ready", timeout=30_000)
+    deadline = time.monotonic() + 30
+    while (after := (await api_get(server, f"/documents/{document_id}")).json())[
+        "ingested_at"
+    ] == before:
+        assert time.monotonic() < deadline, "re-index did not ingest the document again"
+        await asyncio.sleep(0.2)
+    assert after["status"] == "ready" and after["chunk_count"] >= 1
+    await expect(item).to_have_attribute("data-status", "ready", timeout=30_000)
+    await tab.screenshot(path=str(shoot("ui-documents.png")))
+
+    # Delete (the confirmation is accepted by the fixture): gone from the page and the API.
+    await item.locator(".delete").click()
+    await expect(item).to_have_count(0)
+    assert (await api_get(server, f"/documents/{document_id}")).status_code == 404
+    await open_ui(tab, server)
+    await expect(tab.locator(".document", has_text=notes.name)).to_have_count(0)
+    assert not problems.errors
+
+
+async def test_use_my_documents_searches_only_the_picked_collections(
+    page: tuple[Page, Problems], server: ServerProcess, tmp_path: Path
+) -> None:
+    tab, problems = page
+    marker = f"basalt{uuid.uuid4().hex[:8]}"
+    first = tmp_path / "first.md"
+    first.write_text(f"# First\n\nThe {marker} bridge opens at noon.\n", encoding="utf-8")
+    second = tmp_path / "second.md"
+    second.write_text(f"# Second\n\nThe {marker} bridge closes at midnight.\n", encoding="utf-8")
+    await open_ui(tab, server)
+    await upload_on_page(tab, "ui-pick-first", first)
+    await upload_on_page(tab, "ui-pick-second", second)
+    collections = (await api_get(server, "/collections?limit=100")).json()["items"]
+    wanted = next(c["id"] for c in collections if c["name"] == "ui-pick-second")
+
+    picks = tab.locator("#rag-collections input[type=checkbox]")
+    await expect(picks).to_have_count(len(collections))
+    for index in range(await picks.count()):
+        box = picks.nth(index)
+        await box.set_checked(await box.get_attribute("value") == wanted)
+    await expect(tab.locator("#rag-scope")).to_have_text(f"1 of {len(collections)} collections")
+    await tab.check("#rag")
+    answer = await send(tab, f"When does the {marker} bridge open?")
+    await expect(answer).to_have_attribute("data-status", "completed", timeout=ANSWER_TIMEOUT)
+    await expect(answer.locator(".citation").first).to_contain_text("second.md")
+    stored = await stored_messages(server, await current_session(tab))
+    citations = stored[-1]["citations"]
+    assert citations and {c["collection_id"] for c in citations} == {wanted}
+
+    # The choice outlives a reload; with nothing picked the page says so instead of sending.
+    await open_ui(tab, server)
+    box = tab.locator(f'#rag-collections input[value="{wanted}"]')
+    await expect(box).to_be_checked()
+    await box.uncheck()
+    await tab.check("#rag")
+    await tab.fill("#input", "anything")
+    await tab.click("#send")
+    await expect(tab.locator("#notice-text")).to_contain_text("Pick at least one collection")
+    await expect(tab.locator(".message")).to_have_count(0)
+    # Everything picked again: every collection is searched.
+    for index in range(await picks.count()):
+        await picks.nth(index).check()
+    await expect(tab.locator("#rag-scope")).to_have_text("all collections")
+    await tab.uncheck("#rag")
+    assert not problems.errors
+
+
+async def test_a_pdf_citation_shows_its_page_and_opens_the_passage(
+    page: tuple[Page, Problems], browser: Browser, server: ServerProcess, tmp_path: Path
+) -> None:
+    tab, problems = page
+    marker = f"obsidian{uuid.uuid4().hex[:8]}"
+    # Page 2 is longer than a chunk, so page 3 (short) is a chunk of its own, from its start.
+    pages = [
+        "Chapter one is about harbours and the ships that leave them at dawn.",
+        " ".join(
+            f"Lighthouse {n} has a lens, a lamp and a keeper who trims the wicks at dusk."
+            for n in range(14)
+        ),
+        f"Chapter three: the {marker} lock lifts barges eleven metres in nine minutes.",
+    ]
+    manual = tmp_path / "canal-manual.pdf"
+    manual.write_bytes(pdf_bytes(pages))
+    await open_ui(tab, server)
+    item = await upload_on_page(tab, "ui-canal", manual)
+    await expect(item.locator(".state")).to_contain_text("3 pages")
+    collections = (await api_get(server, "/collections?limit=100")).json()["items"]
+    canal = next(c["id"] for c in collections if c["name"] == "ui-canal")
+    picks = tab.locator("#rag-collections input[type=checkbox]")
+    for index in range(await picks.count()):
+        box = picks.nth(index)
+        await box.set_checked(await box.get_attribute("value") == canal)
+    await tab.check("#rag")
+
+    answer = await send(tab, f"How high does the {marker} lock lift barges?")
+    await expect(answer).to_have_attribute("data-status", "completed", timeout=ANSWER_TIMEOUT)
+    cited = answer.locator(".citation", has_text=marker).first
+    await cited.locator("summary").click()
+    await expect(cited.locator("summary .page")).to_have_text("page 3")
+    await expect(cited.locator(".where")).to_contain_text("page 3, characters")
+    await cited.locator(".open-passage").click()
+    viewer = tab.locator("#viewer")
+    await expect(viewer).to_be_visible()
+    await expect(tab.locator("#viewer-title")).to_have_text("canal-manual.pdf")
+    await expect(tab.locator("#viewer-where")).to_contain_text("Page 3")
+    passage = viewer.locator("mark.passage")
+    await expect(passage.first).to_contain_text(marker)
+    await expect(passage.first).to_be_in_viewport()
+    await expect(viewer.locator(".page-break")).to_have_text(["Page 1", "Page 2", "Page 3"])
+    shot = shoot("ui-passage.png")
+    await tab.screenshot(path=str(shot))
+    assert png_size(shot) == (1280, 860)
+    await tab.click("#viewer-close")
+    await expect(viewer).to_be_hidden()
+
+    stored = await stored_messages(server, await current_session(tab))
+    pdf_citation = next(c for c in stored[-1]["citations"] if marker in c["snippet"])
+    assert pdf_citation["page"] == 3
+    # The text is the owner's: opening it needs the document's id, and the API has it.
+    text = (await api_get(server, f"/documents/{pdf_citation['document_id']}/text")).json()
+    assert marker in text["text"][pdf_citation["start"] : pdf_citation["end"]]
+    session_id = await current_session(tab)
+    await tab.uncheck("#rag")
+    assert not problems.errors
+
+    # A phone: the same citation, opened from the stored conversation.
+    width, height = 390, 844
+    context = await browser.new_context(
+        viewport={"width": width, "height": height}, is_mobile=True, has_touch=True
+    )
+    try:
+        phone = await context.new_page()
+        await open_ui(phone, server)
+        await phone.click("#menu")
+        await phone.locator(f'#sessions .session[data-session-id="{session_id}"] .open').click()
+        cited = phone.locator(".message.assistant").last.locator(".citation", has_text=marker)
+        await cited.first.locator("summary").click()
+        await expect(cited.first.locator("summary .page")).to_have_text("page 3")
+        await cited.first.locator(".open-passage").click()
+        await expect(phone.locator("#viewer mark.passage").first).to_be_in_viewport()
+        box = await phone.locator("#viewer").bounding_box()
+        assert in_view(box, width, height)
+        shot = shoot("ui-phone-passage.png")
+        await phone.screenshot(path=str(shot))
+        assert png_size(shot) == (width, height)
+        await phone.click("#viewer-close")
+        await phone.click("#menu")
+        await phone.wait_for_timeout(300)  # the drawer's slide
+        await phone.locator("#documents").scroll_into_view_if_needed()
+        await phone.screenshot(path=str(shoot("ui-phone-documents.png")))
+    finally:
+        await context.close()

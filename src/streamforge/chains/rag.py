@@ -47,6 +47,7 @@ def to_document(chunk: RetrievedChunk) -> Document:
             "score": chunk.score,
             "start": chunk.start,
             "end": chunk.end,
+            "page": chunk.page,
         },
     )
 
@@ -62,6 +63,7 @@ def from_document(document: Document) -> RetrievedChunk:
         start=int(meta["start"]),
         end=int(meta["end"]),
         text=document.page_content,
+        page=meta["page"] if isinstance(meta.get("page"), int) else None,
     )
 
 

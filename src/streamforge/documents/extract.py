@@ -3,24 +3,22 @@
 Pure and synchronous. The checks on names and leading bytes (``check_filename``, ``sniff``) are
 cheap enough for the server process; ``extract_bytes`` runs a parser on hostile input and belongs
 in the sandboxed worker. Parsers are imported inside the function that needs them, so the worker
-loads only one of them.
+loads only one of them (DOCX's lives in ``docx_text``). For a PDF, ``Extracted.page_starts``
+says where each page begins in the text, and ``page_of`` turns an offset into its page.
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import io
 import re
 import struct
 import unicodedata
-import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
-
-if TYPE_CHECKING:
-    from docx.table import Table
+from typing import Final
 
 FORMATS: Final = ("txt", "md", "html", "pdf", "docx")
 MEDIA_TYPES: Final[Mapping[str, str]] = {
@@ -44,11 +42,6 @@ _SUPPORTED: Final = ", ".join(f".{fmt}" for fmt in FORMATS)
 
 MAX_NAME_LENGTH: Final = 255
 DEFAULT_MAX_PAGES: Final = 2000
-DOCX_MAX_TOTAL_BYTES: Final = 100 * 1024 * 1024
-DOCX_MAX_MEMBERS: Final = 10_000
-DOCX_MAX_RATIO: Final = 100
-# Small members may compress well past the ratio (runs of spaces in XML) without harm.
-_DOCX_RATIO_FLOOR: Final = 1024 * 1024
 
 _UTF8_BOM: Final = codecs.BOM_UTF8
 _UTF16_BOMS: Final = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
@@ -102,6 +95,9 @@ class Extracted:
     text: str
     media_type: str
     pages: int | None
+    # Where each page begins in ``text`` (the first is 0), for formats with pages; a page
+    # without text begins where the next one does.
+    page_starts: tuple[int, ...] | None = None
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -226,6 +222,13 @@ def _mismatch(data: bytes, claimed: str, why: str) -> ExtractionFailed:
 # -- extraction -------------------------------------------------------------------------------
 
 
+def page_of(page_starts: Sequence[int] | None, offset: int) -> int | None:
+    """The page (from 1) holding character ``offset`` of the text, None without pages."""
+    if not page_starts:
+        return None
+    return max(1, bisect.bisect_right(page_starts, offset))
+
+
 def extract_bytes(
     data: bytes, fmt: str, *, max_chars: int, max_pages: int = DEFAULT_MAX_PAGES
 ) -> Extracted:
@@ -237,13 +240,13 @@ def extract_bytes(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
     text = _Text(max_chars)
-    pages: int | None = None
+    starts: list[int] | None = None
     if fmt in ("txt", "md"):
         text.add(_decode(data))
     elif fmt == "html":
         text.add(_html_text(_decode(data)))
     elif fmt == "pdf":
-        pages = _pdf_text(data, text, max_pages)
+        starts = _pdf_text(data, text, max_pages)
     else:
         _docx_text(data, text)
     result = text.result()
@@ -253,7 +256,12 @@ def extract_bytes(
                 "the PDF has no extractable text (scanned images are not supported)"
             )
         raise ExtractionFailed("the document contains no text")
-    return Extracted(text=result, media_type=MEDIA_TYPES[fmt], pages=pages)
+    return Extracted(
+        text=result,
+        media_type=MEDIA_TYPES[fmt],
+        pages=None if starts is None else len(starts),
+        page_starts=None if starts is None else tuple(starts),
+    )
 
 
 def normalize(text: str) -> str:
@@ -287,6 +295,10 @@ class _Text:
         if self.length > self.max_chars:
             raise ExtractionFailed(f"the extracted text is longer than {self.max_chars} characters")
         self.blocks.append(block)
+
+    def next_start(self) -> int:
+        """Where the next block added will begin in the result."""
+        return self.length + 2 if self.blocks else 0
 
     def result(self) -> str:
         return "\n\n".join(self.blocks)
@@ -343,7 +355,8 @@ def _html_text(markup: str) -> str:
     return _BLANK_LINES.sub("\n\n", _LINE_END_SPACE.sub("", text))
 
 
-def _pdf_text(data: bytes, text: _Text, max_pages: int) -> int:
+def _pdf_text(data: bytes, text: _Text, max_pages: int) -> list[int]:
+    """Add each page's text; return where each page begins in the result."""
     import logging
 
     from pypdf import PdfReader
@@ -359,11 +372,11 @@ def _pdf_text(data: bytes, text: _Text, max_pages: int) -> int:
             count = len(reader.pages)
             if count > max_pages:
                 raise ExtractionFailed(f"the PDF has more than {max_pages} pages")
-            seen = 0
+            starts: list[int] = []
             for page in reader.pages:  # the page tree may hold more pages than /Count says
-                seen += 1
-                if seen > max_pages:
+                if len(starts) >= max_pages:
                     raise ExtractionFailed(f"the PDF has more than {max_pages} pages")
+                starts.append(text.next_start())
                 text.add(page.extract_text())
         except Exception as exc:
             if type(exc).__name__ == "LimitReachedError":
@@ -371,83 +384,13 @@ def _pdf_text(data: bytes, text: _Text, max_pages: int) -> int:
                     "the PDF contains a stream that expands too much (decompression bomb?)"
                 ) from None
             raise
-    if seen == 0:
+    if not starts:
         raise ExtractionFailed("the PDF has no pages")
-    return seen
+    return starts
 
 
 def _docx_text(data: bytes, text: _Text) -> None:
+    from streamforge.documents.docx_text import docx_text
+
     with _reading("DOCX"):
-        _check_docx_archive(data)
-        import docx
-        from docx.table import Table
-
-        document = docx.Document(io.BytesIO(data))
-        for block in document.iter_inner_content():
-            if isinstance(block, Table):
-                _table_text(block, text)
-            else:
-                text.add(block.text)
-
-
-def _table_text(table: Table, text: _Text) -> None:
-    from docx.table import Table
-
-    seen: set[object] = set()  # a merged cell is returned once per grid cell it spans
-    for row in table.rows:
-        for cell in row.cells:
-            if cell._tc in seen:
-                continue
-            seen.add(cell._tc)
-            for block in cell.iter_inner_content():
-                if isinstance(block, Table):
-                    _table_text(block, text)
-                else:
-                    text.add(block.text)
-
-
-def _check_docx_archive(data: bytes) -> None:
-    """Refuse zip bombs and malformed archives from the central directory, before inflating.
-
-    Reading through ``zipfile`` never yields more than a member's declared size and checks its
-    CRC, so the declared sizes bound what python-docx will inflate.
-    """
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, struct.error) as exc:
-        raise ExtractionFailed(f"the DOCX is not a valid ZIP archive: {_cause(exc)}") from None
-    with archive:
-        members = archive.infolist()
-    if len(members) > DOCX_MAX_MEMBERS:
-        raise ExtractionFailed(f"the DOCX contains more than {DOCX_MAX_MEMBERS} files")
-    if sum(member.file_size for member in members) > DOCX_MAX_TOTAL_BYTES:
-        raise ExtractionFailed(
-            f"the DOCX expands to more than {DOCX_MAX_TOTAL_BYTES // (1024 * 1024)} MB (zip bomb?)"
-        )
-    names = set()
-    end_of_previous = 0
-    for member in sorted(members, key=lambda m: m.header_offset):
-        if member.file_size > _DOCX_RATIO_FLOOR and member.file_size > DOCX_MAX_RATIO * max(
-            member.compress_size, 1
-        ):
-            raise ExtractionFailed(
-                f"the DOCX contains a file compressed more than {DOCX_MAX_RATIO}:1 (zip bomb?)"
-            )
-        if member.flag_bits & 0x1:
-            raise ExtractionFailed("the DOCX is password-protected")
-        if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise ExtractionFailed("the DOCX uses an unsupported compression method")
-        if member.filename in names:
-            raise ExtractionFailed("the DOCX's ZIP structure is corrupt (duplicate names)")
-        names.add(member.filename)
-        # Members must lie one after another: overlapping ones are how the densest bombs work.
-        start = member.header_offset
-        header = data[start : start + 30]
-        if start < end_of_previous or len(header) < 30 or not header.startswith(b"PK\x03\x04"):
-            raise ExtractionFailed("the DOCX's ZIP structure is corrupt (overlapping members)")
-        name_length, extra_length = struct.unpack("<HH", header[26:30])
-        end_of_previous = start + 30 + name_length + extra_length + member.compress_size
-        if end_of_previous > len(data):
-            raise ExtractionFailed("the DOCX's ZIP structure is corrupt (truncated member)")
-    if "word/document.xml" not in names:
-        raise ExtractionFailed("the file is a ZIP archive without word/document.xml, not a DOCX")
+        docx_text(data, text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -120,11 +121,27 @@ async def _outcome(returncode: int, stdout: bytes, stderr: bytes, limits: Limits
     if isinstance(result, dict):
         text, media_type, pages = result.get("text"), result.get("media_type"), result.get("pages")
         if result.get("ok") is True and isinstance(text, str) and isinstance(media_type, str):
-            return Extracted(text, media_type, pages if isinstance(pages, int) else None)
+            return Extracted(
+                text,
+                media_type,
+                pages if isinstance(pages, int) else None,
+                _page_starts(result.get("page_starts"), len(text)),
+            )
         reason = result.get("reason")
         if result.get("ok") is False and isinstance(reason, str):
             raise ExtractionFailed(reason)
     raise ExtractionFailed(_death_reason(returncode, stderr, limits))
+
+
+def _page_starts(value: Any, length: int) -> tuple[int, ...] | None:
+    """The worker's page starts, if they are what they claim: ascending offsets from 0."""
+    if not isinstance(value, list) or not value:
+        return None
+    if not all(type(start) is int for start in value) or value[0] != 0:
+        return None
+    if any(a > b for a, b in itertools.pairwise(value)) or value[-1] > length + 2:
+        return None
+    return tuple(value)
 
 
 def _death_reason(returncode: int, stderr: bytes, limits: Limits) -> str:

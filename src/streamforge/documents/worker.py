@@ -2,7 +2,8 @@
 
 Protocol, on stdin: one JSON line ``{"format", "max_chars", "max_pages", "memory_mb",
 "timeout"}``, then the file's raw bytes until EOF. On stdout: one JSON object, either
-``{"ok": true, "text", "media_type", "pages"}`` or ``{"ok": false, "reason"}``. The exit status
+``{"ok": true, "text", "media_type", "pages"}`` (with ``page_starts``, where each page begins
+in ``text``, for formats with pages) or ``{"ok": false, "reason"}``. The exit status
 is 0 whenever that object was written; anything else means the process died.
 
 The limits are set before the file is read or a parser imported, so both count against them.
@@ -86,12 +87,15 @@ def _extract(
         return {"ok": False, "reason": "the file is nested too deeply to read"}
     except Exception as exc:
         return {"ok": False, "reason": f"the file could not be read ({type(exc).__name__})"}
-    return {
+    result: dict[str, Any] = {
         "ok": True,
         "text": extracted.text,
         "media_type": extracted.media_type,
         "pages": extracted.pages,
     }
+    if extracted.page_starts is not None:
+        result["page_starts"] = list(extracted.page_starts)
+    return result
 
 
 def _write(stdout: BinaryIO, result: dict[str, Any]) -> None:

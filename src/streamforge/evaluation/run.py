@@ -142,7 +142,7 @@ async def evaluate(
                     raise RuntimeError(f"{name} did not ingest: {document.error}")
                 continue
             if collection.passages:
-                texts[name] = await documents.document_text(LOCAL_OWNER, document_id)
+                texts[name] = (await documents.document_text(LOCAL_OWNER, document_id)).text
             chunks += document.chunk_count
         spans = {q.id: passage_spans(q, texts) for q in collection.queries if collection.passages}
 

@@ -11,6 +11,7 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     DateTime,
     Float,
@@ -70,6 +71,8 @@ class Document(IdMixin, OwnedMixin, TimestampMixin, Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Where each page begins in ``text`` (PDF only): citations of a passage name its page.
+    page_starts: Mapped[list[int] | None] = mapped_column(JSON, nullable=True, deferred=True)
     # The uploaded bytes (for re-indexing) and the text extracted from them, which every
     # chunk's offsets index into.
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)

@@ -133,6 +133,18 @@ async def chunks_by_id(
     return rows.all()
 
 
+async def page_starts(db: AsyncSession, document_ids: Sequence[str]) -> dict[str, list[int]]:
+    """Where each page begins in the text of those of these documents that have pages."""
+    if not document_ids:
+        return {}
+    rows = await db.execute(
+        select(Document.id, Document.page_starts).where(
+            Document.id.in_(set(document_ids)), Document.page_starts.is_not(None)
+        )
+    )
+    return {document_id: list(starts) for document_id, starts in rows if starts}
+
+
 async def documents_of_chunks(db: AsyncSession, ids: Sequence[int]) -> dict[int, str]:
     """Chunk id → document id, for chunks a search found (their owner is already checked by
     the collections searched)."""

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from streamforge.deps import DocumentServiceDep, OwnerDep, RetrievalServiceDep
+from streamforge.documents.extract import page_of
 from streamforge.errors import PayloadTooLarge
 from streamforge.models import Collection, Document, DocumentStatus
 from streamforge.schemas.common import ErrorResponse, LimitQuery, OffsetQuery, Page, StorableText
@@ -146,18 +147,35 @@ async def get_document(
 @router.get(
     "/documents/{document_id}/text",
     responses=_ERRORS,
-    summary="The text extracted from a document, and its chunks with their offsets",
+    summary="The text extracted from a document, its pages and its chunks with their offsets",
+    description="What a citation's `start` and `end` index into: the page opens a cited "
+    "passage in its document with this. `page_starts` says where each page of a PDF begins.",
 )
 async def get_document_text(
-    document_id: str, owner: OwnerDep, service: DocumentServiceDep
+    document_id: str,
+    owner: OwnerDep,
+    service: DocumentServiceDep,
+    chunks: Annotated[
+        bool, Query(description="Include the chunks (false: the text and its pages only).")
+    ] = True,
 ) -> DocumentText:
-    text = await service.document_text(owner, document_id)
-    chunks = await service.chunks(owner, document_id)
+    found = await service.document_text(owner, document_id)
+    parts = await service.chunks(owner, document_id) if chunks else []
     return DocumentText(
         id=document_id,
-        text=text,
+        name=found.name,
+        media_type=found.media_type,
+        text=found.text,
+        page_starts=found.page_starts,
         chunks=[
-            ChunkPublic(ordinal=c.ordinal, start=c.start, end=c.end, text=c.text) for c in chunks
+            ChunkPublic(
+                ordinal=c.ordinal,
+                start=c.start,
+                end=c.end,
+                page=page_of(found.page_starts, c.start),
+                text=c.text,
+            )
+            for c in parts
         ],
     )
 
@@ -217,6 +235,7 @@ async def search(
                 chunk_id=chunk.chunk_id,
                 start=chunk.start,
                 end=chunk.end,
+                page=chunk.page,
                 text=chunk.text,
             )
             for rank, chunk in enumerate(result.chunks, start=1)

@@ -1,12 +1,16 @@
-"""The chat page at ``/ui``: three plain files served as they are (no build step, nothing
-fetched from elsewhere), all script in ``app.js`` and all style in ``style.css``."""
+"""The chat page at ``/ui``: plain files served as they are (no build step, nothing fetched
+from elsewhere): ``index.html``, ``style.css``, and the script as ES modules, ``app.js`` and
+the modules it imports (``dom``, ``http``, ``sse``, ``markdown``, ``view``, ``turn``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fastapi import APIRouter
-from starlette.responses import FileResponse, HTMLResponse
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, Response
+
+from streamforge.errors import NotFound
 
 router = APIRouter(tags=["ui"])
 
@@ -28,6 +32,8 @@ _ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
+# The modules app.js imports, each at /ui/<name>.js; no other name is served.
+MODULES = ("dom", "http", "sse", "markdown", "view", "turn")
 
 
 @router.get(
@@ -54,3 +60,16 @@ async def style() -> FileResponse:
 
 def _asset(name: str) -> FileResponse:
     return FileResponse(STATIC / name, media_type=_ASSETS[name], headers=_HEADERS)
+
+
+async def module(request: Request) -> Response:
+    """One of the page's ES modules (a static file, outside the API's schema)."""
+    name = request.path_params["name"]
+    if name not in MODULES:
+        raise NotFound(f"the page has no module {name!r}")
+    return FileResponse(
+        STATIC / f"{name}.js", media_type="text/javascript; charset=utf-8", headers=_HEADERS
+    )
+
+
+router.add_route("/ui/{name}.js", module, methods=["GET", "HEAD"], include_in_schema=False)

@@ -51,12 +51,18 @@ class ChunkPublic(BaseModel):
     ordinal: int
     start: int
     end: int
+    page: int | None = Field(description="Page where the chunk begins; null without pages.")
     text: str
 
 
 class DocumentText(BaseModel):
     id: str
+    name: str
+    media_type: str | None
     text: str
+    page_starts: list[int] | None = Field(
+        description="Where each page begins in `text` (PDF); null for formats without pages."
+    )
     chunks: list[ChunkPublic]
 
 
@@ -87,6 +93,9 @@ class SearchHit(BaseModel):
     chunk_id: int
     start: int
     end: int
+    page: int | None = Field(
+        description="Page of the document where the chunk begins (PDF); null without pages."
+    )
     text: str
 
 

@@ -48,6 +48,11 @@ class Citation(_Event):
     score: float
     start: int = Field(description="first character of the passage in the document's text")
     end: int = Field(description="character after its last, in the document's text")
+    page: int | None = Field(
+        default=None,
+        description="page of the document where the passage begins (from 1); null for "
+        "formats without pages",
+    )
     snippet: str
 
 

@@ -67,6 +67,16 @@ class _Embedded:
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentTextOf:
+    """A document's extracted text, and where its pages begin in it (PDF only)."""
+
+    name: str
+    media_type: str | None
+    text: str
+    page_starts: list[int] | None
+
+
+@dataclass(frozen=True, slots=True)
 class Upload:
     document: Document
     # False when an identical document was already there and nothing was queued.
@@ -246,6 +256,7 @@ class DocumentService:
             document.text = None
             document.media_type = None
             document.pages = None
+            document.page_starts = None
             document.chunk_count = 0
             document.progress = 0.0
             document.ingested_at = None
@@ -296,15 +307,20 @@ class DocumentService:
             raise NotFound(f"document {document_id!r} not found")
         return document
 
-    async def document_text(self, owner_id: str, document_id: str) -> str:
+    async def document_text(self, owner_id: str, document_id: str) -> DocumentTextOf:
         async with self.database.read() as db:
             document = await repo.get_document(db, owner_id, document_id)
             if document is None:
                 raise NotFound(f"document {document_id!r} not found")
-            await db.refresh(document, ["text"])
+            await db.refresh(document, ["text", "page_starts"])
             if document.text is None:
                 raise Conflict(f"document {document_id!r} has no extracted text yet")
-            return document.text
+            return DocumentTextOf(
+                document.name,
+                document.media_type,
+                document.text,
+                list(document.page_starts) if document.page_starts else None,
+            )
 
     async def chunks(self, owner_id: str, document_id: str) -> list[NewChunk]:
         async with self.database.read() as db:
@@ -476,6 +492,8 @@ class DocumentService:
                 document.text = result.extracted.text
                 document.media_type = result.extracted.media_type
                 document.pages = result.extracted.pages
+                starts = result.extracted.page_starts
+                document.page_starts = None if starts is None else list(starts)
                 document.chunk_count = len(result.chunks)
                 document.status = DocumentStatus.READY.value
                 document.error = None

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamforge.config.settings import RetrievalSettings
 from streamforge.db.database import Database
+from streamforge.documents.extract import page_of
 from streamforge.errors import Conflict, NotFound
 from streamforge.models import Collection
 from streamforge.repositories import documents as repo
@@ -54,6 +55,8 @@ class RetrievedChunk:
     start: int
     end: int
     text: str
+    # The page of the document where the passage begins (PDF), None for formats without pages.
+    page: int | None = None
 
     def snippet(self, limit: int) -> str:
         text = " ".join(self.text.split())
@@ -70,6 +73,7 @@ class RetrievedChunk:
             "score": round(self.score, 6),
             "start": self.start,
             "end": self.end,
+            "page": self.page,
             "snippet": self.snippet(snippet_chars),
         }
 
@@ -285,6 +289,7 @@ class RetrievalService:
             hits = hits[: max(k, settings.rerank.candidates) if reranking else k]
             result.timings["search_ms"] = (time.perf_counter() - t1) * 1000
             rows = await repo.chunks_by_id(db, owner_id, [hit.chunk_id for hit in hits])
+            pages = await repo.page_starts(db, [row.document_id for row in rows])
         by_id = {row.id: row for row in rows}
         for hit in hits:
             row = by_id.get(hit.chunk_id)
@@ -300,6 +305,7 @@ class RetrievalService:
                     start=row.start,
                     end=row.end,
                     text=row.text,
+                    page=page_of(pages.get(row.document_id), row.start),
                 )
             )
         if reranking:
