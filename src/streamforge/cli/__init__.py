@@ -87,6 +87,7 @@ def _env_value(value: Any) -> str:
     return str(value)
 
 
+@app.command("config")
 def show_config(
     changed: Annotated[
         bool, typer.Option("--changed", help="Only the settings that are not their default.")
@@ -113,6 +114,7 @@ def show_config(
         raise typer.Exit(1)
 
 
+@app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
