@@ -211,25 +211,28 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def read(self) -> bytes:
         """The body bytes received since the last read; b"" once the body is complete."""
-        while not self._body:
-            if self.complete:
-                return self._decoder.flush() if self._decoder is not None else b""
-            if self._error is not None:
-                raise self._error
-            await self._wait()
-        body = self._body
-        data = body[0] if len(body) == 1 else b"".join(body)
-        body.clear()
-        self._body_size = 0
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
-        if self._decoder is not None:
+        while True:
+            while not self._body:
+                if self.complete:
+                    return self._decoder.flush() if self._decoder is not None else b""
+                if self._error is not None:
+                    raise self._error
+                await self._wait()
+            body = self._body
+            data = body[0] if len(body) == 1 else b"".join(body)
+            body.clear()
+            self._body_size = 0
+            if self._paused and self.transport is not None:
+                self._paused = False
+                self.transport.resume_reading()
+            if self._decoder is None:
+                return data
             try:
                 data = self._decoder.decompress(data)
             except zlib.error as exc:
                 raise UpstreamError(f"could not decode the response body: {exc}") from exc
-        return data
+            if data:  # compressed bytes that decode to nothing yet are not the end
+                return data
 
     async def read_all(self) -> bytes:
         parts: list[bytes] = []
