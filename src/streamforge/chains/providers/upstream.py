@@ -228,11 +228,11 @@ class UpstreamConnection(asyncio.Protocol):
             if self._decoder is None:
                 return data
             try:
-                data = self._decoder.decompress(data)
+                decoded: bytes = self._decoder.decompress(data)
             except zlib.error as exc:
                 raise UpstreamError(f"could not decode the response body: {exc}") from exc
-            if data:  # compressed bytes that decode to nothing yet are not the end
-                return data
+            if decoded:  # compressed bytes that decode to nothing yet are not the end
+                return decoded
 
     async def read_all(self) -> bytes:
         parts: list[bytes] = []
