@@ -54,3 +54,34 @@ async def read_chat(
             result.events.append((sse.id, sse.event, sse.data))
             result.arrivals.append(time.perf_counter())
     return result
+
+
+def parse_sse(text: str) -> list[tuple[str, str, str]]:
+    """A whole SSE body as (id, event, data) per event, by the WHATWG rules: lines end at CR,
+    LF or CRLF; an event is dispatched at a blank line, and only when it has data."""
+    events: list[tuple[str, str, str]] = []
+    last_id, name, data = "", "", []
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if not line:
+            if data:
+                events.append((last_id, name or "message", "\n".join(data)))
+            name, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        field_name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field_name == "data":
+            data.append(value)
+        elif field_name == "event":
+            name = value
+        elif field_name == "id":
+            last_id = value
+    return events
+
+
+def session_id(response: httpx.Response) -> str:
+    """The session id that a buffered ``POST /chat`` response's ``session`` event names."""
+    found = [data for _, event, data in parse_sse(response.text) if event == "session"]
+    assert found, f"no session event in: {response.text[:300]!r}"
+    return str(orjson.loads(found[0])["session_id"])
