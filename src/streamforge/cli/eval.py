@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from streamforge.cli.common import fail
-
-if TYPE_CHECKING:
-    pass
 
 
 def evaluate(
@@ -100,7 +97,3 @@ def evaluate(
                 row += [f"{score.passage_ndcg or 0:.3f}", f"{score.passage_recall or 0:.3f}"]
             table.add_row(*row, f"{score.latency_p50_ms:.1f}")
         Console().print(table)
-
-
-# --------------------------------------------------------------------------------------------
-# Talking to a running server: chat, sessions, templates

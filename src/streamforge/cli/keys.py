@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from streamforge.cli.client import (
-    when,
-)
+from streamforge.cli.client import when
 from streamforge.cli.common import fail, note, read_settings
-
-if TYPE_CHECKING:
-    pass
-
 
 keys_app = typer.Typer(
     help="Create, list and revoke API keys (on this machine's configured database).",

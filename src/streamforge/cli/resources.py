@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -15,10 +15,6 @@ from streamforge.cli.client import (
     target,
     when,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 sessions_app = typer.Typer(help="List, show and delete chat sessions.", no_args_is_help=True)
 

@@ -1,17 +1,14 @@
-"""Server-Sent Events, parsed by the WHATWG rules."""
+"""Server-Sent Events, parsed by the WHATWG rules, for ``streamforge chat``.
+
+Lines are split on CR, LF and CRLF only, on bytes: httpx's iter_lines() splits like
+str.splitlines(), also on U+2028, U+0085, form feeds and the like, which would break a text
+delta that contains one.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
-
-
-# bytes: httpx's iter_lines() splits like str.splitlines(), also on U+2028, U+0085, form feeds
-# and the like, which would break a text delta that contains one.
 
 
 @dataclass(slots=True)
