@@ -71,7 +71,7 @@ def _root(
 ) -> None:
     connection.key = key
     connection.url = url
-    # `python -m streamforge` with no command starts the server, as `python main.py` did.
+    # `streamforge` (or `python -m streamforge`) with no command starts the server.
     if ctx.invoked_subcommand is None:
         serve()
 
