@@ -10,6 +10,8 @@ import httpx
 import orjson
 from httpx_sse import aconnect_sse
 
+from tests.procs import SSEParser
+
 
 @dataclass
 class ReadStream:
@@ -56,32 +58,11 @@ async def read_chat(
     return result
 
 
-def parse_sse(text: str) -> list[tuple[str, str, str]]:
-    """A whole SSE body as (id, event, data) per event, by the WHATWG rules: lines end at CR,
-    LF or CRLF; an event is dispatched at a blank line, and only when it has data."""
-    events: list[tuple[str, str, str]] = []
-    last_id, name, data = "", "", []
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if not line:
-            if data:
-                events.append((last_id, name or "message", "\n".join(data)))
-            name, data = "", []
-            continue
-        if line.startswith(":"):
-            continue
-        field_name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field_name == "data":
-            data.append(value)
-        elif field_name == "event":
-            name = value
-        elif field_name == "id":
-            last_id = value
-    return events
-
-
 def session_id(response: httpx.Response) -> str:
-    """The session id that a buffered ``POST /chat`` response's ``session`` event names."""
-    found = [data for _, event, data in parse_sse(response.text) if event == "session"]
+    """The session id that a buffered ``POST /chat`` response's ``session`` event names,
+    read by the tests' one SSE parser (``procs.SSEParser``)."""
+    parser = SSEParser()
+    events = [*parser.feed(response.content), *parser.end()]
+    found = [event for event in events if event.event == "session"]
     assert found, f"no session event in: {response.text[:300]!r}"
-    return str(orjson.loads(found[0])["session_id"])
+    return str(found[0].json()["session_id"])
