@@ -10,6 +10,8 @@ import httpx
 import orjson
 from httpx_sse import aconnect_sse
 
+from tests.procs import SSEParser
+
 
 @dataclass
 class ReadStream:
@@ -54,3 +56,13 @@ async def read_chat(
             result.events.append((sse.id, sse.event, sse.data))
             result.arrivals.append(time.perf_counter())
     return result
+
+
+def session_id(response: httpx.Response) -> str:
+    """The session id that a buffered ``POST /chat`` response's ``session`` event names,
+    read by the tests' one SSE parser (``procs.SSEParser``)."""
+    parser = SSEParser()
+    events = [*parser.feed(response.content), *parser.end()]
+    found = [event for event in events if event.event == "session"]
+    assert found, f"no session event in: {response.text[:300]!r}"
+    return str(found[0].json()["session_id"])

@@ -5,7 +5,6 @@ through the ``openai_compatible`` provider (a loopback server speaking OpenAI's 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import IO
 import httpx
 import pytest
 
+from tests.polling import eventually
 from tests.procs import free_port
 from tests.sse_client import read_chat
 from tests.vendors import SERVERS, Behaviour
@@ -123,15 +123,18 @@ def _start_server(
 async def _wait_healthy(
     client: httpx.AsyncClient, process: subprocess.Popen[bytes], tmp_path: Path
 ) -> dict[str, object]:
-    for _ in range(300):
+    async def health() -> dict[str, object]:
         if process.poll() is not None:
             raise AssertionError((tmp_path / "server.log").read_text()[-3000:])
-        try:
-            response = await client.get("/health")
-            return response.json()  # type: ignore[no-any-return]
-        except httpx.TransportError:
-            await asyncio.sleep(0.1)
-    raise AssertionError("the core server did not start")
+        return (await client.get("/health")).json()  # type: ignore[no-any-return]
+
+    return await eventually(
+        health,
+        timeout=30,
+        interval=0.1,
+        retry_on=(httpx.TransportError,),
+        what="the core server starting",
+    )
 
 
 def test_local_provider_without_the_extra_says_which_to_install(core_environment: Path) -> None:

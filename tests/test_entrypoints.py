@@ -6,11 +6,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.polling import eventually_sync
 
 BIN = Path(sys.executable).parent
 
@@ -46,16 +47,18 @@ def test_server_starts_and_answers_the_curl_example(tmp_path: Path, command: lis
     )
     try:
         # A safety net: start-up loads the local model (in its process) and the embedder.
-        deadline = time.monotonic() + 120
-        while True:
+
+        def healthy() -> bool:
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+
+        eventually_sync(
+            healthy,
+            timeout=120,
+            interval=0.1,
+            retry_on=(httpx.TransportError,),
+            what="the server starting",
+        )
         response = httpx.post(
             f"http://127.0.0.1:{port}/chat", json={"message": "Hello"}, timeout=10
         )

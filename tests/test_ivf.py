@@ -3,14 +3,13 @@ against exact search, and that a search never answers from an index behind the l
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 
 from streamforge.components import Components
 from streamforge.stores.ivf import IVFIndex
 from streamforge.stores.sqlite import SQLiteChunkStore
 from tests.conftest import AppFactory, asgi_client
+from tests.polling import eventually
 from tests.rag_support import create_collection, ingest, markdown_bytes
 
 
@@ -63,10 +62,12 @@ async def test_large_collections_use_the_index_and_never_a_stale_one(
         # The first search finds the collection large, answers exactly and starts a build.
         first = await client.post("/search", json={"query": "topic7", "mode": "vector"})
         assert first.status_code == 200
-        for _ in range(200):
-            if store.index_of(collection["id"], 384) is not None:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: store.index_of(collection["id"], 384),
+            until=lambda index: index is not None,
+            timeout=10,
+            what="the IVF index build",
+        )
         index = store.index_of(collection["id"], 384)
         assert index is not None and len(index) >= 20
         indexed = await client.post("/search", json={"query": "topic7", "mode": "vector"})

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from tests.conftest import AppFactory, live_server
+from tests.polling import eventually
 from tests.sse_client import ReadStream, read_chat
 
 STORY = "Write a long story about a dragon who learns to bake bread."
@@ -29,13 +29,12 @@ TIMEOUT = 120.0
 
 
 async def wait_for_health(client: httpx.AsyncClient, status: str, timeout: float = 60.0) -> dict:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while True:
-        report = (await client.get("/health")).json()
-        if report["status"] == status:
-            return report  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, report
-        await asyncio.sleep(0.1)
+    async def report() -> dict:
+        return (await client.get("/health")).json()  # type: ignore[no-any-return]
+
+    return await eventually(
+        report, until=lambda found: found["status"] == status, timeout=timeout, interval=0.1
+    )
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
@@ -196,10 +195,9 @@ async def test_closing_the_server_stops_the_model_process(app_factory: AppFactor
     async with live_server(app) as server:
         pid = server.components.providers.get("local").engine.pid  # type: ignore[attr-defined]
         assert _alive(pid)
-    deadline = time.monotonic() + 10
-    while _alive(pid):
-        assert time.monotonic() < deadline, "the model process outlived the server"
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: not _alive(pid), timeout=10, what="the model process ending with the server"
+    )
 
 
 def _alive(pid: int) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.polling import eventually
 from tests.procs import (
     Event,
     SSEParser,
@@ -112,10 +113,7 @@ async def test_stop_after_resets_the_connection_right_after_that_event() -> None
             stop_after=3,
             on_event=on_event,
         )
-        for _ in range(100):
-            if seen_by_server:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: seen_by_server, timeout=5, interval=0.01)
 
     assert request[0].startswith(b"POST /chat?x=1 HTTP/1.1\r\n")
     assert b"\r\nLast-Event-ID: 0\r\n" in request[0]

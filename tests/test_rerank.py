@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from streamforge.services.rerank import parse_scores
 from tests.conftest import AppFactory, live_server
+from tests.polling import eventually
 from tests.rag_support import create_collection, ingest, markdown_bytes
 from tests.sse_client import read_chat
 from tests.test_chat_stream import ProbeProvider
@@ -60,11 +61,14 @@ async def serving(server: RerankServer) -> AsyncIterator[str]:
     config = uvicorn.Config(server.app, host="127.0.0.1", port=0, log_level="warning")
     running = uvicorn.Server(config)
     task = asyncio.create_task(running.serve())
-    while not running.started:
+
+    def started() -> bool:
         if task.done():
             task.result()
             raise RuntimeError("the rerank server stopped before it started")
-        await asyncio.sleep(0.01)
+        return running.started
+
+    await eventually(started, timeout=30, interval=0.01, what="the rerank server starting")
     port = running.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}/v1/rerank"

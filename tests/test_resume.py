@@ -12,6 +12,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from tests.conftest import AppFactory, live_server
+from tests.polling import eventually
 from tests.procs import SSEResult, read_sse
 from tests.sse_client import ReadStream
 from tests.test_stream_end import one_done, started_stream
@@ -209,10 +210,11 @@ async def check_resume_ids(producer: str, reader: str, heartbeat: float) -> None
     url = f"{reader}/chat/streams/{stream_id}"
     async with httpx.AsyncClient() as client:
         # A worker reading from Redis may see the end a moment after the producer's client.
-        deadline = time.monotonic() + 5
-        while (await client.get(url, headers={"Last-Event-ID": str(last)})).status_code != 204:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: client.get(url, headers={"Last-Event-ID": str(last)}),
+            until=lambda response: response.status_code == 204,
+            timeout=5,
+        )
         for past_the_end in (str(last), str(last + 1), "1000", "9223372036854775807"):
             response = await client.get(url, headers={"Last-Event-ID": past_the_end})
             assert response.status_code == 204, (past_the_end, response.text)

@@ -15,6 +15,7 @@ import httpx
 import orjson
 
 from streamforge.server import connection_limit
+from tests.polling import eventually
 from tests.procs import free_port, server_env, server_process
 
 HEADER_TIMEOUT = 2.0
@@ -54,18 +55,23 @@ async def _trickle(writer: asyncio.StreamWriter, request: bytes) -> None:
 async def _served_after(url: str, started: float, give_up: float) -> float:
     """Seconds until GET /health answers 200, retrying on 503 and refused connections."""
     async with httpx.AsyncClient(base_url=url, timeout=5, trust_env=False) as client:
-        while time.monotonic() < give_up:
-            try:
-                response = await client.get("/health")
-            except httpx.HTTPError:
-                pass
-            else:
-                if response.status_code == 200:
-                    return time.monotonic() - started
-                assert response.status_code == 503, response.text
-                assert response.json()["error"]["code"] == "too_many_connections"
-            await asyncio.sleep(0.2)
-    raise AssertionError("a well-behaved client was never served")
+
+        async def served() -> bool:
+            response = await client.get("/health")
+            if response.status_code == 200:
+                return True
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "too_many_connections"
+            return False
+
+        await eventually(
+            served,
+            timeout=give_up - time.monotonic(),
+            interval=0.2,
+            retry_on=(httpx.HTTPError,),
+            what="a well-behaved client being served",
+        )
+        return time.monotonic() - started
 
 
 async def test_silent_and_slow_connections_cannot_starve_a_well_behaved_client(

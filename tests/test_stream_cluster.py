@@ -23,6 +23,7 @@ import orjson
 import pytest
 
 from tests.conftest import postgres_database
+from tests.polling import eventually
 from tests.procs import (
     Event,
     RedisServer,
@@ -344,12 +345,13 @@ async def test_resume_ids_and_delete_across_workers(
 
 async def wait_for_status(database: str, stream_id: str, within: float = 15) -> asyncpg.Record:
     """The reply once it has left ``streaming``."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        row = await reply_row(database, stream_id)
-        if row["status"] != "streaming" or asyncio.get_running_loop().time() > deadline:
-            return row
-        await asyncio.sleep(0.2)
+    return await eventually(
+        lambda: reply_row(database, stream_id),
+        until=lambda row: row["status"] != "streaming",
+        timeout=within,
+        interval=0.2,
+        what=f"the reply of stream {stream_id} leaving streaming",
+    )
 
 
 async def messages_of(database: str, session_id: str) -> list[asyncpg.Record]:
@@ -543,22 +545,26 @@ async def test_redis_restarted_mid_stream(
         stream_id = str(live.session["stream_id"])
         async with httpx.AsyncClient() as client:
             for server in (first, second):
-                for _ in range(100):
-                    health = (await client.get(f"{server.url}/health")).json()
-                    if health["components"]["event_log"]["status"] == "ok":
-                        break
-                    await asyncio.sleep(0.1)
+
+                async def health_of(url: str = server.url) -> dict[str, Any]:
+                    return (await client.get(f"{url}/health")).json()  # type: ignore[no-any-return]
+
+                health = await eventually(
+                    health_of,
+                    until=lambda found: found["components"]["event_log"]["status"] == "ok",
+                    timeout=10,
+                    interval=0.1,
+                )
                 assert health["components"]["event_log"]["status"] == "ok"
-        replay = await read_sse(
-            f"{second.url}/chat/streams/{stream_id}", headers={"Last-Event-ID": "0"}
-        )
-        for _ in range(50):
-            if replay.typed("done"):
-                break
-            await asyncio.sleep(0.1)
-            replay = await read_sse(
+        replay = await eventually(
+            lambda: read_sse(
                 f"{second.url}/chat/streams/{stream_id}", headers={"Last-Event-ID": "0"}
-            )
+            ),
+            until=lambda found: found.typed("done"),
+            timeout=5,
+            interval=0.1,
+            what="the whole stream back in Redis",
+        )
         assert ids(replay.events) == list(range(1, len(live.events) + 1))
         assert replay.text == whole.text
         after = await read_sse(f"{second.url}/chat", "POST", json={"message": "still here?"})

@@ -35,6 +35,8 @@ from llama_cpp import llama_chat_format
 from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 from streamforge.chains.providers.base import ProviderBusy, ProviderError
+from streamforge.chains.providers.local.stops import StopMatcher as _StopMatcher
+from streamforge.chains.providers.local.template import chat_formatter
 from streamforge.chains.providers.local.types import (
     Cancellation,
     GenerationResult,
@@ -76,35 +78,6 @@ class _Job:
     stop: tuple[str, ...]
     deliver: Callable[[_Event], None]
     cancellation: Cancellation
-
-
-class _StopMatcher:
-    """Holds back text that may be the start of a stop string, and finds whole ones."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        if not self.stops:
-            return text, False
-        buffer = self.pending + text
-        hits = [index for s in self.stops if (index := buffer.find(s)) >= 0]
-        if hits:
-            self.pending = ""
-            return buffer[: min(hits)], True
-        keep = 0
-        for stop in self.stops:
-            for length in range(min(len(stop) - 1, len(buffer)), keep, -1):
-                if buffer.endswith(stop[:length]):
-                    keep = length
-                    break
-        self.pending = buffer[len(buffer) - keep :]
-        return buffer[: len(buffer) - keep], False
-
-    def flush(self) -> str:
-        text, self.pending = self.pending, ""
-        return text
 
 
 class LocalLlamaEngine:
@@ -176,7 +149,7 @@ class LocalLlamaEngine:
                     code="model_unavailable",
                     status=503,
                 ) from exc
-            self._formatter = _chat_formatter(llm)
+            self._formatter = chat_formatter(llm)
             self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
             self._closing = False
@@ -466,18 +439,3 @@ class LocalLlamaEngine:
                 finish = "stop"
         stats.finish_reason = finish
         return GenerationResult(len(prompt), stats.tokens, finish)
-
-
-def _chat_formatter(llm: llama_cpp.Llama) -> llama_chat_format.ChatFormatter:
-    """The GGUF's own chat template, as ``create_chat_completion`` would use it."""
-    template = llm.metadata.get("tokenizer.chat_template")
-    if not template:
-        return cast("llama_chat_format.ChatFormatter", llama_chat_format.format_chatml)
-    eos = llm.token_eos()
-    bos = llm.token_bos()
-    return llama_chat_format.Jinja2ChatFormatter(
-        template=template,
-        eos_token=llm.detokenize([eos], special=True).decode() if eos != -1 else "",
-        bos_token=llm.detokenize([bos], special=True).decode() if bos != -1 else "",
-        stop_token_ids=[eos],
-    )

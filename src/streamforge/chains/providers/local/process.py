@@ -15,8 +15,15 @@ With ``endpoint`` set, it starts nothing: it attaches to a model process that so
 supervises (``streamforge serve --workers N`` runs one for all its workers) and watches it.
 
 Admission (one generation running, ``queue_depth`` waiting) is counted here, per server
-process. Token counts for memory budgets come from the model's vocabulary, loaded in this
-process (no decoding, no compute kernels) once the model process has proven the build.
+process. Token counts for memory budgets come from the model's vocabulary (``vocabulary.py``),
+loaded in this process (no decoding, no compute kernels) once the model process has proven the
+build. How the child is started and its exit described is ``child.py``.
+
+One concept, over 450 lines: the model process as this server sees it. Supervision, admission
+and the generations read and move the same state (``state``, ``reason``, the generations in
+flight): a generation whose connection breaks marks the process restarting before the
+supervisor has reaped it, and admission refuses while it restarts. Split, each part would
+reach into the others' fields.
 """
 
 from __future__ import annotations
@@ -28,9 +35,7 @@ import logging
 import math
 import os
 import shutil
-import signal
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
@@ -38,6 +43,11 @@ from typing import Any
 
 from streamforge.chains.providers.base import ProviderBusy, ProviderError
 from streamforge.chains.providers.local import protocol
+from streamforge.chains.providers.local.child import (
+    child_environment,
+    describe_exit,
+    worker_command,
+)
 from streamforge.chains.providers.local.types import (
     Cancellation,
     GenerationResult,
@@ -45,34 +55,13 @@ from streamforge.chains.providers.local.types import (
     Message,
     default_model_path,
 )
+from streamforge.chains.providers.local.vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
 
-WORKER_MODULE = "streamforge.chains.providers.local.worker"
 FIRST_BACKOFF = 0.5
 # A process that ran this long before dying is restarted at the first backoff again.
 STABLE_SECONDS = 10.0
-_SIGNAL_HINTS = {
-    signal.SIGILL: "the llama.cpp build uses a CPU instruction this machine lacks; rebuild it "
-    "portable (python3 dev.py serve does) or with STREAMFORGE_LLAMA_CMAKE_ARGS for this CPU",
-    signal.SIGSEGV: "a fault in native code (a CPU kernel of the llama.cpp build, or a bad "
-    "model file); a portable build without AMX avoids the known one",
-    signal.SIGKILL: "killed (the kernel's out-of-memory killer, or an operator)",
-    signal.SIGABRT: "llama.cpp aborted (see the log for its message)",
-}
-
-
-def describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "it stopped answering"
-    if returncode < 0:
-        try:
-            signum = signal.Signals(-returncode)
-        except ValueError:
-            return f"it was stopped by signal {-returncode}"
-        hint = _SIGNAL_HINTS.get(signum)
-        return f"it was stopped by {signum.name}" + (f": {hint}" if hint else "")
-    return f"it exited with status {returncode}"
 
 
 class ModelProcess:
@@ -253,21 +242,11 @@ class ModelProcess:
         self.state = "starting" if self.state in ("stopped", "starting") else self.state
         self._stderr.clear()
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            WORKER_MODULE,
-            "--socket",
-            socket_path,
-            "--model",
-            self.model_path,
-            "--context-size",
-            str(self.n_ctx),
-            "--threads",
-            str(self.n_threads),
+            *worker_command(socket_path, self.model_path, self.n_ctx, self.n_threads),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=_child_environment(),
+            env=child_environment(),
             limit=protocol.LINE_LIMIT,
         )
         process = self._process
@@ -576,38 +555,3 @@ class ModelProcess:
 def _quietly_shutdown(connection: socket.socket) -> None:
     with contextlib.suppress(OSError):
         connection.shutdown(socket.SHUT_WR)
-
-
-def _child_environment() -> dict[str, str]:
-    """The model process needs no secrets: provider keys and database URLs stay here."""
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("STREAMFORGE_") or name.startswith("STREAMFORGE_LLAMA")
-    }
-
-
-class Vocabulary:
-    """The model's tokenizer alone: its vocabulary, loaded without weights or a context."""
-
-    def __init__(self, model_path: str) -> None:
-        import llama_cpp
-
-        self._llama = llama_cpp
-        params = llama_cpp.llama_model_default_params()
-        params.vocab_only = True
-        self._model = llama_cpp.llama_model_load_from_file(model_path.encode(), params)
-        if not self._model:
-            raise ValueError(f"could not read the vocabulary of {model_path}")
-        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-
-    def count(self, text: str) -> int:
-        data = text.encode()
-        # With no room for tokens, llama.cpp answers minus the number it would write.
-        count = self._llama.llama_tokenize(self._vocab, data, len(data), None, 0, False, True)
-        return abs(int(count))
-
-    def close(self) -> None:
-        if self._model:
-            self._llama.llama_model_free(self._model)
-            self._model = None
