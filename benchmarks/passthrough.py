@@ -348,7 +348,8 @@ async def run_rounds(
 ) -> tuple[Results, Results]:
     """``args.rounds`` rounds of every target: throughput runs, then time-to-first-token runs.
     Which target goes first rotates each round (with two, they swap). After each round,
-    ``on_round(index, rates, ttfts)``; RuntimeError if a run completed no stream."""
+    ``on_round(index, rates, ttfts)``; RuntimeError if a run received no content at all (a
+    slow side may complete no stream within a short throughput window: its chunks count)."""
     keep_alive = not args.fresh_connections
     rates: Results = {target.name: [] for target in targets}
     ttfts: Results = {target.name: [] for target in targets}
@@ -370,9 +371,9 @@ async def run_rounds(
         on_round(index, rates, ttfts)
         for target in targets:
             rate, first = rates[target.name][-1], ttfts[target.name][-1]
-            if not rate["streams"] or first["ttft_p50_ms"] is None:
+            if not rate["chunks_per_s"] or first["ttft_p50_ms"] is None:
                 kinds = _errors([rate, first])
-                raise RuntimeError(f"{target.name}: no stream completed; errors: {kinds}")
+                raise RuntimeError(f"{target.name}: no content received; errors: {kinds}")
     return rates, ttfts
 
 
