@@ -175,7 +175,7 @@ def start_litellm(
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # the packaged one, not a download
     }
     command = [str(python.parent / "litellm"), "--config", str(config)]
-    command += ["--host", HOST, "--port", str(port)]
+    command += ["--host", HOST, "--port", str(port), "--num_workers", "1"]  # its default
     # Its own directory, so that no .env file is read; it prints a banner.
     return start_process(command, env=env, cwd=work_dir, quiet=True)
 
