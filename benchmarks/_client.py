@@ -58,10 +58,11 @@ def start_process(
     return subprocess.Popen(list(command), env=full_env, cwd=cwd, stdout=stdout)
 
 
-def uvicorn_command(app: str, port: int) -> list[str]:
-    """One StreamForge-style uvicorn worker: quiet, no access log."""
+def uvicorn_command(app: str, port: int, *, python: str | Path | None = None) -> list[str]:
+    """One StreamForge-style uvicorn worker: quiet, no access log (run by ``python``, by
+    default the one running this)."""
     return [
-        sys.executable,
+        str(python or sys.executable),
         "-m",
         "uvicorn",
         app,

@@ -73,28 +73,6 @@ _EMPTY_CONTENT = b'"content":""'
 
 
 @dataclass
-class Target:
-    """One side of the comparison: where the client connects, and what it sends."""
-
-    name: str
-    port: int
-    model: str
-    pids: dict[str, int]  # processes whose CPU is reported for this side
-
-    def request(self, *, keep_alive: bool) -> bytes:
-        body = json.dumps(
-            {
-                "model": self.model,
-                "messages": [{"role": "user", "content": "Hello"}],
-                "stream": True,
-                "max_tokens": MAX_TOKENS,
-            },
-            separators=(",", ":"),
-        ).encode()
-        return post_request(self.port, "/v1/chat/completions", body, keep_alive=keep_alive)
-
-
-@dataclass
 class Stats:
     """Shared by a run's clients; counters only move while ``measuring`` is set."""
 
@@ -116,7 +94,7 @@ class Stats:
 
 
 def count_content(blocks: list[bytes]) -> tuple[int, bool]:
-    """Content chunks among SSE blocks, and whether ``data: [DONE]`` was one of them."""
+    """Content chunks among OpenAI's SSE blocks, and whether ``data: [DONE]`` was one of them."""
     count = 0
     done = False
     for block in blocks:
@@ -129,12 +107,48 @@ def count_content(blocks: list[bytes]) -> tuple[int, bool]:
     return count, done
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How a stream's body divides into events, and what ``count`` finds among them: content
+    chunks, and whether the stream's last event was seen."""
+
+    separator: bytes
+    count: Callable[[list[bytes]], tuple[int, bool]]
+
+
+OPENAI_SSE = Framing(b"\n\n", count_content)
+
+
+@dataclass
+class Target:
+    """One side of the comparison: where the client connects, what it sends and reads."""
+
+    name: str
+    port: int
+    model: str
+    pids: dict[str, int]  # processes whose CPU is reported for this side
+    path: str = "/v1/chat/completions"
+    payload: dict[str, Any] | None = None  # the JSON body; None: OpenAI's chat completion
+    framing: Framing = OPENAI_SSE
+
+    def request(self, *, keep_alive: bool) -> bytes:
+        payload = self.payload or {
+            "model": self.model,
+            "messages": [{"role": "user", "content": "Hello"}],
+            "stream": True,
+            "max_tokens": MAX_TOKENS,
+        }
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return post_request(self.port, self.path, body, keep_alive=keep_alive)
+
+
 async def run_stream(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     request: bytes,
     expected: int,
     on_chunks: Callable[[int], None],
+    framing: Framing = OPENAI_SSE,
 ) -> tuple[float, bool]:
     """One stream: (seconds to the first content chunk, the server keeps the connection)."""
     sent = time.perf_counter()
@@ -155,10 +169,10 @@ async def run_stream(
         if not data:
             break
         pending += data
-        if b"\n\n" not in pending:
+        if framing.separator not in pending:
             continue
-        *blocks, pending = pending.split(b"\n\n")
-        count, ended = count_content(blocks)
+        *blocks, pending = pending.split(framing.separator)
+        count, ended = framing.count(blocks)
         done = done or ended
         if count:
             if first is None:
@@ -166,7 +180,7 @@ async def run_stream(
             total += count
             on_chunks(count)
     if not done:
-        raise StreamError("stream ended without data: [DONE]")
+        raise StreamError("stream ended without its last event")
     if total != expected or first is None:
         raise StreamError(f"{total} content chunks, not {expected}")
     return first, keep_alive
@@ -192,7 +206,9 @@ async def client(
                 if connection is None:
                     connection = await asyncio.open_connection(HOST, target.port)
                 reader, writer = connection
-                first, reuse = await run_stream(reader, writer, request, expected, on_chunks)
+                first, reuse = await run_stream(
+                    reader, writer, request, expected, on_chunks, target.framing
+                )
                 if counted and stats.measuring:
                     stats.streams += 1
                     stats.ttft.append(first)
@@ -322,30 +338,93 @@ def _errors(results: list[dict[str, Any]]) -> dict[str, int]:
     return kinds
 
 
-async def measure(args: argparse.Namespace, direct: Target, via: Target) -> dict[str, Any]:
+Results = dict[str, list[dict[str, Any]]]  # each side's result of every round, by its name
+
+
+async def run_rounds(
+    args: argparse.Namespace,
+    targets: list[Target],
+    on_round: Callable[[int, Results, Results], None],
+) -> tuple[Results, Results]:
+    """``args.rounds`` rounds of every target: throughput runs, then time-to-first-token runs.
+    Which target goes first rotates each round (with two, they swap). After each round,
+    ``on_round(index, rates, ttfts)``; RuntimeError if a run received no content at all (a
+    slow side may complete no stream within a short throughput window: its chunks count)."""
     keep_alive = not args.fresh_connections
-    rates: dict[str, list[dict[str, Any]]] = {"direct": [], "streamforge": []}
-    ttfts: dict[str, list[dict[str, Any]]] = {"direct": [], "streamforge": []}
-    sides = {"direct": direct, "streamforge": via}
+    rates: Results = {target.name: [] for target in targets}
+    ttfts: Results = {target.name: [] for target in targets}
     for index in range(args.rounds):
-        order = ["direct", "streamforge"] if index % 2 == 0 else ["streamforge", "direct"]
-        for name in order:
-            rates[name].append(
+        shift = index % len(targets)
+        order = targets[shift:] + targets[:shift]
+        for target in order:
+            rates[target.name].append(
                 await throughput(
-                    sides[name],
-                    args.clients,
-                    args.warmup,
-                    args.duration,
-                    args.tokens,
-                    keep_alive,
+                    target, args.clients, args.warmup, args.duration, args.tokens, keep_alive
                 )
             )
-        for name in order:
-            ttfts[name].append(
+        for target in order:
+            ttfts[target.name].append(
                 await first_token(
-                    sides[name], args.ttft_streams, args.ttft_warmup, args.tokens, keep_alive
+                    target, args.ttft_streams, args.ttft_warmup, args.tokens, keep_alive
                 )
             )
+        on_round(index, rates, ttfts)
+        for target in targets:
+            rate, first = rates[target.name][-1], ttfts[target.name][-1]
+            if not rate["chunks_per_s"] or first["ttft_p50_ms"] is None:
+                kinds = _errors([rate, first])
+                raise RuntimeError(f"{target.name}: no content received; errors: {kinds}")
+    return rates, ttfts
+
+
+def summarize(runs: list[dict[str, Any]], firsts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's rounds: medians of its throughput and time-to-first-token runs."""
+    cpu: dict[str, float | None] = {}
+    for process in runs[0]["cpu_pct"]:
+        values = [r["cpu_pct"][process] for r in runs if r["cpu_pct"][process] is not None]
+        cpu[process] = round(_median(values), 1) if values else None
+    rate = _median([r["chunks_per_s"] for r in runs])
+    per_chunk = {
+        process: round(10_000 * value / rate, 2) if value is not None and rate else None
+        for process, value in cpu.items()
+    }
+    return {
+        "chunks_per_s": round(rate, 1),
+        "chunks_per_s_rounds": [round(r["chunks_per_s"], 1) for r in runs],
+        "streams": sum(r["streams"] for r in runs),
+        "ttft_p50_ms": round(_median([f["ttft_p50_ms"] for f in firsts]), 3),
+        "ttft_p50_ms_rounds": [round(f["ttft_p50_ms"], 3) for f in firsts],
+        "ttft_p90_ms": round(_median([f["ttft_p90_ms"] for f in firsts]), 3),
+        "cpu_pct": cpu,
+        "cpu_us_per_chunk": per_chunk,
+        "errors": sum(r["errors"] for r in runs) + sum(f["errors"] for f in firsts),
+        "error_kinds": _errors(runs + firsts),
+    }
+
+
+def compare(
+    rates: Results, ttfts: Results, summary: dict[str, Any], side: str, base: str
+) -> dict[str, Any]:
+    """``side`` against ``base``: throughput ratio and time to first token added, from the
+    medians and (``paired_``) as the median of each round's own comparison."""
+    paired = [
+        s["chunks_per_s"] / b["chunks_per_s"] for s, b in zip(rates[side], rates[base], strict=True)
+    ]
+    paired_added = [
+        s["ttft_p50_ms"] - b["ttft_p50_ms"] for s, b in zip(ttfts[side], ttfts[base], strict=True)
+    ]
+    ratio = summary[side]["chunks_per_s"] / summary[base]["chunks_per_s"]
+    return {
+        "ratio": round(ratio, 4),
+        "paired_ratio": round(_median(paired), 4),
+        "paired_ratio_range": [round(min(paired), 4), round(max(paired), 4)],
+        "ttft_added_p50_ms": round(summary[side]["ttft_p50_ms"] - summary[base]["ttft_p50_ms"], 3),
+        "paired_ttft_added_p50_ms": round(_median(paired_added), 3),
+    }
+
+
+async def measure(args: argparse.Namespace, direct: Target, via: Target) -> dict[str, Any]:
+    def on_round(index: int, rates: Results, ttfts: Results) -> None:
         d, s = rates["direct"][-1], rates["streamforge"][-1]
         td, ts = ttfts["direct"][-1], ttfts["streamforge"][-1]
         print(
@@ -357,57 +436,17 @@ async def measure(args: argparse.Namespace, direct: Target, via: Target) -> dict
             file=sys.stderr,
             flush=True,
         )
-        for result in (d, s, td, ts):
-            if result["ttft_p50_ms"] if "ttft_p50_ms" in result else result["streams"]:
-                continue
-            raise RuntimeError(f"no stream completed; errors: {result['error_kinds']}")
 
-    def side(name: str) -> dict[str, Any]:
-        runs, firsts = rates[name], ttfts[name]
-        cpu: dict[str, float | None] = {}
-        for process in runs[0]["cpu_pct"]:
-            values = [r["cpu_pct"][process] for r in runs if r["cpu_pct"][process] is not None]
-            cpu[process] = round(_median(values), 1) if values else None
-        rate = _median([r["chunks_per_s"] for r in runs])
-        per_chunk = {
-            process: round(10_000 * value / rate, 2) if value is not None and rate else None
-            for process, value in cpu.items()
-        }
-        return {
-            "chunks_per_s": round(rate, 1),
-            "chunks_per_s_rounds": [round(r["chunks_per_s"], 1) for r in runs],
-            "streams": sum(r["streams"] for r in runs),
-            "ttft_p50_ms": round(_median([f["ttft_p50_ms"] for f in firsts]), 3),
-            "ttft_p50_ms_rounds": [round(f["ttft_p50_ms"], 3) for f in firsts],
-            "ttft_p90_ms": round(_median([f["ttft_p90_ms"] for f in firsts]), 3),
-            "cpu_pct": cpu,
-            "cpu_us_per_chunk": per_chunk,
-            "errors": sum(r["errors"] for r in runs) + sum(f["errors"] for f in firsts),
-            "error_kinds": _errors(runs + firsts),
-        }
-
-    summary = {name: side(name) for name in ("direct", "streamforge")}
-    ratio = summary["streamforge"]["chunks_per_s"] / summary["direct"]["chunks_per_s"]
-    paired = [
-        s["chunks_per_s"] / d["chunks_per_s"]
-        for s, d in zip(rates["streamforge"], rates["direct"], strict=True)
-    ]
-    added = summary["streamforge"]["ttft_p50_ms"] - summary["direct"]["ttft_p50_ms"]
-    paired_added = [
-        s["ttft_p50_ms"] - d["ttft_p50_ms"]
-        for s, d in zip(ttfts["streamforge"], ttfts["direct"], strict=True)
-    ]
+    rates, ttfts = await run_rounds(args, [direct, via], on_round)
+    summary = {name: summarize(rates[name], ttfts[name]) for name in ("direct", "streamforge")}
+    comparison = compare(rates, ttfts, summary, "streamforge", "direct")
     return {
         **summary,
-        "ratio": round(ratio, 4),
-        "paired_ratio": round(_median(paired), 4),
-        "paired_ratio_range": [round(min(paired), 4), round(max(paired), 4)],
-        "ttft_added_p50_ms": round(added, 3),
-        "paired_ttft_added_p50_ms": round(_median(paired_added), 3),
+        **comparison,
         "target_ratio": TARGET_RATIO,
         "target_ttft_added_ms": TARGET_TTFT_ADDED_MS,
-        "ratio_met": ratio >= TARGET_RATIO,
-        "ttft_met": added <= TARGET_TTFT_ADDED_MS,
+        "ratio_met": comparison["ratio"] >= TARGET_RATIO,
+        "ttft_met": comparison["ttft_added_p50_ms"] <= TARGET_TTFT_ADDED_MS,
     }
 
 
@@ -487,19 +526,29 @@ def print_table(report: dict[str, Any]) -> None:
     print()
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tokens", type=int, default=256, help="content chunks per stream")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent clients (16)")
-    parser.add_argument("--duration", type=float, default=5.0, help="counted seconds (5)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="uncounted seconds first (1)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of both sides (3)")
-    parser.add_argument("--ttft-streams", type=int, default=200, help="streams per TTFT run")
-    parser.add_argument("--ttft-warmup", type=int, default=20, help="uncounted streams first")
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the load every side gets (``check_load_arguments`` checks them)."""
+    parser.add_argument(
+        "--tokens", type=int, default=256, help="content chunks per stream (%(default)s)"
+    )
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients (%(default)s)")
+    parser.add_argument("--duration", type=float, default=5.0, help="counted seconds (%(default)s)")
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="uncounted seconds first (%(default)s)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every side (%(default)s)")
+    parser.add_argument(
+        "--ttft-streams", type=int, default=200, help="streams per TTFT run (%(default)s)"
+    )
+    parser.add_argument(
+        "--ttft-warmup", type=int, default=20, help="uncounted streams first (%(default)s)"
+    )
     parser.add_argument(
         "--fresh-connections", action="store_true", help="open a connection per stream"
     )
-    args = parser.parse_args(argv)
+
+
+def check_load_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if (
         args.tokens < 1
         or args.tokens >= MAX_TOKENS
@@ -511,6 +560,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         or args.ttft_warmup < 0
     ):
         parser.error(f"--tokens must be 1-{MAX_TOKENS - 1}; counts >= 1; times > 0")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_load_arguments(parser)
+    args = parser.parse_args(argv)
+    check_load_arguments(parser, args)
     return args
 
 
