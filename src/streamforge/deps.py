@@ -12,7 +12,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from streamforge.components import Components
+# The routers reach what the app was built from through here only.
+from streamforge.components import Components as Components
 from streamforge.config.settings import Settings
 from streamforge.errors import Forbidden, TooManyRequests, Unauthorized
 from streamforge.models import Role
@@ -22,11 +23,9 @@ from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
 from streamforge.services.documents import DocumentService
 from streamforge.services.embeddings import EmbeddingService
-from streamforge.services.limits import Slot
 from streamforge.services.retrieval import RetrievalService
 from streamforge.services.sessions import SessionService
 from streamforge.services.templates import TemplateService
-from streamforge.streaming.log import StreamBuffer
 
 
 async def get_components(request: Request) -> Components:
@@ -139,21 +138,6 @@ async def get_caller(request: Request) -> Caller:
 async def get_owner(request: Request) -> str:
     # Owners come from the key only, never from a request body.
     return (await get_caller(request)).user_id
-
-
-async def admit_stream(components: Components, caller: Caller) -> Slot:
-    """A slot under the caller's stream and token limits (429 when there is none)."""
-    return await components.quotas.admit(caller.key_id or caller.user_id)
-
-
-async def finish_when_done(components: Components, stream_id: str, slot: Slot) -> None:
-    """Give the slot back, counting the stream's tokens, when its generation ends."""
-
-    async def done(buffer: StreamBuffer) -> None:
-        usage = (buffer.done or {}).get("usage") or {}
-        await slot.finish(int(usage.get("total_tokens") or 0))
-
-    await components.streams.on_done(stream_id, done)
 
 
 async def get_admin(request: Request) -> Caller:

@@ -48,6 +48,7 @@ class WorkerService:
         self,
         database: Database,
         log: EventLog,
+        streams: StreamManager | None = None,
         *,
         worker_id: str | None = None,
         heartbeat_interval: float = 5.0,
@@ -63,8 +64,8 @@ class WorkerService:
         self._task: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
         self.reaped = 0
-        # Set once the stream manager exists (it is built after the workers).
-        self.streams: StreamManager | None = None
+        # This worker's generations, whose replies are checkpointed (none: nothing to store).
+        self.streams = streams
 
     async def start(self) -> None:
         async with self.database.write() as db:
