@@ -21,7 +21,6 @@ from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
 from streamforge.services.documents import DocumentService
 from streamforge.services.embeddings import EmbeddingService
-from streamforge.services.health import HealthService
 from streamforge.services.limits import InProcessLimiter, Limiter, Quotas, RedisLimiter
 from streamforge.services.memory import MemoryService
 from streamforge.services.pipeline import TurnPipeline
@@ -57,7 +56,6 @@ class Components:
     auth: AuthService
     limiter: Limiter
     quotas: Quotas
-    health: HealthService
 
     @classmethod
     async def start(cls, settings: Settings) -> Components:
@@ -184,7 +182,6 @@ class Components:
             auth=AuthService(database, cache_seconds=settings.auth.key_cache_seconds),
             limiter=limiter,
             quotas=quotas,
-            health=HealthService(engine, providers, store, embeddings, documents, streams, workers),
         )
 
     async def drain(self) -> None:

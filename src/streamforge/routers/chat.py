@@ -11,6 +11,7 @@ from streamforge.routers.turns import OnLeave, event_stream, grounding
 from streamforge.schemas.chat import ChatRequest
 from streamforge.schemas.common import ErrorResponse, StorableText
 from streamforge.services.chat import TurnRequest
+from streamforge.services.health import chat_health
 from streamforge.streaming.events import MAX_EVENT_ID
 from streamforge.streaming.log import StreamReader, Unreachable
 from streamforge.streaming.response import EventStreamResponse
@@ -159,5 +160,5 @@ def _event_id(raw: str | None) -> int:
 
 @router.get("/health", summary="Chat service health")
 async def health(components: ComponentsDep) -> JSONResponse:
-    report = await components.health.chat()
+    report = await chat_health(components)
     return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)

@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse, Response
 from streamforge import SERVICE_NAME, __version__
 from streamforge.deps import ComponentsDep, MetricsReaderDep
 from streamforge.metrics import CONTENT_TYPE
+from streamforge.services.health import overall_health
 
 router = APIRouter(tags=["service"])
 
@@ -29,7 +30,7 @@ async def index(request: Request) -> dict[str, Any]:
 
 @router.get("/health", summary="Health of the service and each component")
 async def health(components: ComponentsDep) -> JSONResponse:
-    report = await components.health.overall()
+    report = await overall_health(components)
     return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
 
