@@ -54,3 +54,30 @@ async def read_chat(
             result.events.append((sse.id, sse.event, sse.data))
             result.arrivals.append(time.perf_counter())
     return result
+
+
+def parse_events(raw: str | bytes) -> list[tuple[str, str, str]]:
+    """(id, event, data) of each event in a whole ``text/event-stream`` body, by the SSE
+    standard's rules (comments and ``retry:`` skipped, ``data:`` lines joined)."""
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    events: list[tuple[str, str, str]] = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        event_id, name, data = "", "message", []
+        for line in block.split("\n"):
+            field_name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field_name == "id":
+                event_id = value
+            elif field_name == "event":
+                name = value
+            elif field_name == "data":
+                data.append(value)
+        if data:
+            events.append((event_id, name, "\n".join(data)))
+    return events
+
+
+def session_id_of(raw: str | bytes) -> str:
+    """The session id a ``/chat`` stream's ``session`` event announced."""
+    session = next(data for _, name, data in parse_events(raw) if name == "session")
+    return str(orjson.loads(session)["session_id"])

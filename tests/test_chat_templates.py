@@ -8,11 +8,12 @@ from typing import Any
 import httpx
 
 from tests.conftest import AppFactory, asgi_client
+from tests.sse_client import session_id_of
 from tests.test_chat_stream import ProbeProvider
 
 
 def session_of(response: httpx.Response) -> str:
-    return response.text.split('"session_id":"')[1].split('"')[0]
+    return session_id_of(response.text)
 
 
 async def test_template_versions_in_chat(app_factory: AppFactory, database_url: str) -> None:

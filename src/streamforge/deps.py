@@ -14,7 +14,6 @@ from fastapi import Depends, Request
 
 # The routers reach what the app was built from through here only.
 from streamforge.components import Components as Components
-from streamforge.config.settings import Settings
 from streamforge.errors import Forbidden, TooManyRequests, Unauthorized
 from streamforge.models import Role
 from streamforge.models.base import LOCAL_OWNER
@@ -31,10 +30,6 @@ from streamforge.services.templates import TemplateService
 async def get_components(request: Request) -> Components:
     components: Components = request.app.state.components
     return components
-
-
-async def get_settings(request: Request) -> Settings:
-    return (await get_components(request)).settings
 
 
 # With authentication off, everything belongs to the one local user, who administers it.
@@ -149,7 +144,7 @@ async def get_admin(request: Request) -> Caller:
 
 async def get_metrics_reader(request: Request) -> None:
     """Metrics describe every user's traffic: an administrator's, unless made public."""
-    if not (await get_settings(request)).auth.public_metrics:
+    if not (await get_components(request)).settings.auth.public_metrics:
         await get_admin(request)
 
 
@@ -182,7 +177,6 @@ async def get_embedding_service(request: Request) -> EmbeddingService:
 
 
 ComponentsDep = Annotated[Components, Depends(get_components)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 AdminDep = Annotated[Caller, Depends(get_admin)]
 MetricsReaderDep = Annotated[None, Depends(get_metrics_reader)]

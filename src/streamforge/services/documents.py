@@ -35,7 +35,7 @@ from streamforge.db.database import Database
 from streamforge.db.group import GroupCommit
 from streamforge.documents.extract import Extracted, ExtractionFailed, check_filename
 from streamforge.documents.sandbox import Limits, WarmSandbox
-from streamforge.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from streamforge.errors import Conflict, NotFound, PayloadTooLarge
 from streamforge.models import Collection, Document, DocumentStatus
 from streamforge.models.base import utcnow
 from streamforge.repositories import documents as repo
@@ -328,10 +328,7 @@ class DocumentService:
                 raise NotFound(f"document {document_id!r} not found")
             if document.status in (DocumentStatus.QUEUED.value, DocumentStatus.PROCESSING.value):
                 return document
-            try:
-                check_filename(document.name)
-            except ExtractionFailed as exc:
-                raise ValidationFailed(exc.reason) from None
+            check_filename(document.name)  # a refused name is a 422 (ExtractionFailed)
             document.status = DocumentStatus.QUEUED.value
             document.error = None
             document.progress = 0.0

@@ -239,5 +239,6 @@ async def _safe_finish(finish: Finish, outcome: Outcome) -> None:
     try:
         await finish(outcome)
     except Exception:
-        # The row stays "streaming" until the pass that ends dead workers' replies marks it.
+        # The row stays "streaming", with the text of its last checkpoint, until this worker
+        # is gone and another worker's pass over dead workers' replies marks it interrupted.
         logger.exception("could not record the end of a generation")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from string import Formatter
 from typing import Protocol
 
@@ -160,12 +160,6 @@ def _built_in(action: str) -> Conflict:
     return Conflict(f"the built-in template {DEFAULT_TEMPLATE_NAME!r} cannot be {action}")
 
 
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were stored in UTC, so say so, and both
-    # backends answer with the same timestamp.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _info(row: PromptTemplate) -> TemplateInfo:
     return TemplateInfo(
         id=row.id,
@@ -174,7 +168,7 @@ def _info(row: PromptTemplate) -> TemplateInfo:
         description=row.description,
         system_prompt=row.system_prompt,
         variables=sorted(row.variables),
-        created_at=_utc(row.created_at),
+        created_at=row.created_at,
     )
 
 
