@@ -3,12 +3,11 @@ resumed and left, and as searches run."""
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import AppFactory, live_server
+from tests.polling import until
 from tests.test_resume import LONG, SLOW, resume, started
 
 
@@ -47,10 +46,7 @@ async def test_metrics_move_as_the_server_works(app_factory: AppFactory) -> None
         async with client.stream("POST", "/chat", json={"message": "three"}) as response:
             async for _ in response.aiter_bytes():
                 break
-        for _ in range(100):
-            if server.components.streams.active == 0:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: server.components.streams.active == 0)
         # A search.
         await client.post("/collections", json={"name": "kb"})
         await client.post("/search", json={"query": "anything", "mode": "text"})
