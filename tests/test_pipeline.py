@@ -102,11 +102,9 @@ async def test_a_busy_fallback_fails_the_turn_without_keeping_a_place(
 ) -> None:
     """The first provider fails before its first token; its fallback is busy: the turn ends
     ``failed`` and both places are free again."""
-    # Fallbacks are named among the configured kinds: the gate stands in as one.
-    gate = GateProvider(name="openai_compatible")
-    app = app_factory(
-        llm={"provider": "simulated", "fallbacks": ["openai_compatible"], "attempts": 1}
-    )
+    # Fallbacks are named among the configured kinds: the gate stands in for one.
+    gate = GateProvider(name="simulated")
+    app = app_factory(llm={"provider": "simulated", "fallbacks": ["simulated"], "attempts": 1})
     async with asgi_client(app) as client:
         components = app.state.components
         components.providers.register(gate)
@@ -118,7 +116,7 @@ async def test_a_busy_fallback_fails_the_turn_without_keeping_a_place(
         assert turn.done["status"] == "failed"
         assert [error["code"] for error in turn.typed("error")] == ["provider_busy"]
         assert gate.admitted == 0
-        again = await read_chat(client, {"message": "hi", "provider": "openai_compatible"})
+        again = await read_chat(client, {"message": "hi", "provider": "simulated"})
         assert again.text == "through the gate"
 
 
