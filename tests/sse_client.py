@@ -56,28 +56,32 @@ async def read_chat(
     return result
 
 
-def parse_events(raw: str | bytes) -> list[tuple[str, str, str]]:
-    """(id, event, data) of each event in a whole ``text/event-stream`` body, by the SSE
-    standard's rules (comments and ``retry:`` skipped, ``data:`` lines joined)."""
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+def parse_sse(text: str) -> list[tuple[str, str, str]]:
+    """A whole SSE body as (id, event, data) per event, by the WHATWG rules: lines end at CR,
+    LF or CRLF; an event is dispatched at a blank line, and only when it has data."""
     events: list[tuple[str, str, str]] = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        event_id, name, data = "", "message", []
-        for line in block.split("\n"):
-            field_name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field_name == "id":
-                event_id = value
-            elif field_name == "event":
-                name = value
-            elif field_name == "data":
-                data.append(value)
-        if data:
-            events.append((event_id, name, "\n".join(data)))
+    last_id, name, data = "", "", []
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if not line:
+            if data:
+                events.append((last_id, name or "message", "\n".join(data)))
+            name, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        field_name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field_name == "data":
+            data.append(value)
+        elif field_name == "event":
+            name = value
+        elif field_name == "id":
+            last_id = value
     return events
 
 
-def session_id_of(raw: str | bytes) -> str:
-    """The session id a ``/chat`` stream's ``session`` event announced."""
-    session = next(data for _, name, data in parse_events(raw) if name == "session")
-    return str(orjson.loads(session)["session_id"])
+def session_id(response: httpx.Response) -> str:
+    """The session id that a buffered ``POST /chat`` response's ``session`` event names."""
+    found = [data for _, event, data in parse_sse(response.text) if event == "session"]
+    assert found, f"no session event in: {response.text[:300]!r}"
+    return str(orjson.loads(found[0])["session_id"])

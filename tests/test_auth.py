@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import AppFactory, live_server
-from tests.polling import poll
+from tests.polling import eventually
 from tests.procs import read_sse
 
 
@@ -235,9 +235,10 @@ async def owned_resources(
     )
     assert upload.status_code == 202
     document_id = upload.json()["id"]
-    status = await poll(
+    status = await eventually(
         lambda: _json(client.get(f"/documents/{document_id}", headers=headers)),
-        lambda status: status["status"] == "ready",
+        until=lambda status: status["status"] == "ready",
+        timeout=5,
     )
     assert status["status"] == "ready"
     return {
@@ -413,9 +414,10 @@ async def test_markers_never_surface_for_another_user(app_factory: AppFactory) -
             )
             document_id = upload.json()["id"]
             # Awaited within this iteration: the loop variables cannot change meanwhile.
-            await poll(
+            await eventually(
                 lambda: client.get(f"/documents/{document_id}", headers=headers),  # noqa: B023
-                lambda got: got.json()["status"] == "ready",
+                until=lambda got: got.json()["status"] == "ready",
+                timeout=5,
             )
             turn = await read_sse(
                 f"{server.url}/chat",

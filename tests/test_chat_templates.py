@@ -5,15 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from tests.conftest import AppFactory, asgi_client
-from tests.sse_client import session_id_of
+from tests.sse_client import session_id
 from tests.test_chat_stream import ProbeProvider
-
-
-def session_of(response: httpx.Response) -> str:
-    return session_id_of(response.text)
 
 
 async def test_template_versions_in_chat(app_factory: AppFactory, database_url: str) -> None:
@@ -37,7 +31,7 @@ async def test_template_versions_in_chat(app_factory: AppFactory, database_url: 
         first = await client.post("/chat", json=chat)
         assert first.status_code == 200
         assert '"template":{"name":"pirate","version":1}' in first.text
-        old_session = session_of(first)
+        old_session = session_id(first)
         assert probe.seen[-1].messages[0].content == "Talk like a pirate to sailors."
 
         updated = await client.put(

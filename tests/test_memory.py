@@ -8,7 +8,7 @@ from typing import Any
 from streamforge.chains.providers.base import BaseProvider, Chunk, GenerationRequest
 from streamforge.chains.providers.simulated import split_words
 from tests.conftest import AppFactory, asgi_client
-from tests.sse_client import session_id_of
+from tests.sse_client import session_id as sse_session_id
 
 BUDGET = 120
 
@@ -60,7 +60,7 @@ async def test_forty_turns_stay_within_the_budget(app_factory: AppFactory) -> No
                 body["session_id"] = session_id
             response = await client.post("/chat", json=body)
             assert response.status_code == 200
-            session_id = session_id_of(response.text)
+            session_id = sse_session_id(response)
         session = (await client.get(f"/sessions/{session_id}")).json()
 
     chats = [r for r in provider.requests if not _is_summary(r)]
@@ -93,7 +93,7 @@ async def test_short_history_is_replayed_whole(app_factory: AppFactory) -> None:
         app_components = client._transport.app.state.components  # type: ignore[attr-defined]
         app_components.providers.register(provider)
         first = await client.post("/chat", json={"message": "one", "provider": "recorder"})
-        session_id = session_id_of(first.text)
+        session_id = sse_session_id(first)
         await client.post(
             "/chat", json={"message": "two", "provider": "recorder", "session_id": session_id}
         )

@@ -7,7 +7,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import AppFactory, live_server
-from tests.polling import until
+from tests.polling import eventually
 from tests.test_resume import LONG, SLOW, resume, started
 
 
@@ -46,7 +46,7 @@ async def test_metrics_move_as_the_server_works(app_factory: AppFactory) -> None
         async with client.stream("POST", "/chat", json={"message": "three"}) as response:
             async for _ in response.aiter_bytes():
                 break
-        await until(lambda: server.components.streams.active == 0)
+        await eventually(lambda: server.components.streams.active == 0, timeout=5, interval=0.02)
         # A search.
         await client.post("/collections", json={"name": "kb"})
         await client.post("/search", json={"query": "anything", "mode": "text"})

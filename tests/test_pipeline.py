@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from streamforge.chains.providers.base import BaseProvider, Chunk, GenerationRequest, ProviderBusy
 from tests.conftest import AppFactory, asgi_client
-from tests.polling import until
+from tests.polling import eventually
 from tests.sse_client import read_chat
 
 ONE_STREAM = {"concurrent_streams": 1}
@@ -86,14 +86,14 @@ async def test_reservations_are_held_while_a_turn_generates(app_factory: AppFact
     async with asgi_client(app) as client:
         app.state.components.providers.register(gate)
         first = asyncio.create_task(read_chat(client, {"message": "one", "provider": "gate"}))
-        assert await until(lambda: gate.admitted == 1)
+        await eventually(lambda: gate.admitted == 1, timeout=2, interval=0.02)
         busy = await client.post("/chat", json={"message": "two", "provider": "gate"})
         assert busy.status_code == 429
         assert busy.json()["error"]["code"] == "rate_limited"
         assert busy.headers["retry-after"] == "2"
         turn = await first
         assert turn.text == "through the gate"
-        assert await until(lambda: gate.admitted == 0)
+        await eventually(lambda: gate.admitted == 0, timeout=2, interval=0.02)
         assert gate.most == 1
 
 
