@@ -21,6 +21,7 @@ from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
 from streamforge.services.documents import DocumentService
 from streamforge.services.embeddings import EmbeddingService
+from streamforge.services.ingestion import Ingestion
 from streamforge.services.limits import InProcessLimiter, Limiter, Quotas, RedisLimiter
 from streamforge.services.memory import MemoryService
 from streamforge.services.pipeline import TurnPipeline
@@ -115,7 +116,8 @@ class Components:
                 seconds
             ),
         )
-        documents = DocumentService(settings.ingestion, database, store, embeddings)
+        ingestion = Ingestion(settings.ingestion, database, store, embeddings)
+        documents = DocumentService(settings.ingestion, database, store, ingestion)
         await documents.start()
         started.push_async_callback(documents.stop)
         embeddings.warm_up()

@@ -51,12 +51,7 @@ class Searcher(Protocol):
     sits below the services, so it names only what it calls)."""
 
     async def search(
-        self,
-        owner_id: str,
-        query: str,
-        *,
-        collections: Sequence[str] | None = None,
-        top_k: int | None = None,
+        self, owner_id: str, query: str, *, collections: Sequence[str] | None, top_k: int
     ) -> Found: ...
 
 

@@ -43,22 +43,10 @@ async def chat(
     service: ChatServiceDep,
     components: ComponentsDep,
 ) -> EventStreamResponse:
-    turn = await service.start(
-        caller,
-        TurnRequest(
-            message=body.message,
-            session_id=body.session_id,
-            provider=body.provider,
-            model=body.model,
-            temperature=body.temperature,
-            max_tokens=body.max_tokens,
-            stop=tuple(body.stop or ()),
-            template=body.template,
-            variables=body.variables,
-            idempotency_key=body.idempotency_key,
-            grounding=grounding(body.rag),
-        ),
-    )
+    # The body's fields are the turn's, but for retrieval and the stop list.
+    fields = body.model_dump(exclude={"rag", "stop"})
+    request = TurnRequest(**fields, stop=tuple(body.stop or ()), grounding=grounding(body.rag))
+    turn = await service.start(caller, request)
     streams = components.streams
     # A retry attached to a stream that is still going follows it like a resume does.
     follows = turn.attached and not turn.reader.closed

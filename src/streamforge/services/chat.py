@@ -255,15 +255,8 @@ class ChatService:
                 stream_id=stream_id,
                 worker_id=self.worker_id,
             )
-            return _Stored(
-                session_id=session.id,
-                user_id=user.id,
-                assistant_id=assistant.id,
-                system=system,
-                history=history,
-                memory=memory,
-                template={"name": template.name, "version": template.version},
-            )
+            shown = {"name": template.name, "version": template.version}
+            return _Stored(session.id, user.id, assistant.id, system, history, memory, shown)
 
     async def attach(self, owner_id: str, key: str) -> Turn | None:
         """The turn a POST /chat with this idempotency key started, if there was one: its

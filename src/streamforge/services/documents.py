@@ -21,7 +21,6 @@ from streamforge.documents.extract import ExtractionFailed, check_filename
 from streamforge.errors import Conflict, NotFound, PayloadTooLarge
 from streamforge.models import Collection, Document, DocumentStatus
 from streamforge.repositories import documents as repo
-from streamforge.services.embeddings import EmbeddingService
 from streamforge.services.ingestion import Ingestion
 from streamforge.stores import ChunkStore, NewChunk
 
@@ -46,12 +45,12 @@ class DocumentService:
         settings: IngestionSettings,
         database: Database,
         store: ChunkStore,
-        embedder: EmbeddingService,
+        ingestion: Ingestion,
     ) -> None:
         self.settings = settings
         self.database = database
         self.store = store
-        self.ingestion = Ingestion(settings, database, store, embedder)
+        self.ingestion = ingestion
 
     # -- lifecycle: the ingestion queue -------------------------------------------------
 
