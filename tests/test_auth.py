@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.conftest import AppFactory, live_server
+from tests.polling import eventually
 from tests.procs import read_sse
+
+
+async def _json(response: Awaitable[httpx.Response]) -> Any:
+    return (await response).json()
+
 
 AUTH = {"enabled": True, "key_cache_seconds": 0}
 
@@ -227,11 +235,11 @@ async def owned_resources(
     )
     assert upload.status_code == 202
     document_id = upload.json()["id"]
-    for _ in range(100):
-        status = (await client.get(f"/documents/{document_id}", headers=headers)).json()
-        if status["status"] == "ready":
-            break
-        await asyncio.sleep(0.05)
+    status = await eventually(
+        lambda: _json(client.get(f"/documents/{document_id}", headers=headers)),
+        until=lambda status: status["status"] == "ready",
+        timeout=5,
+    )
     assert status["status"] == "ready"
     return {
         "session_id": str(turn.session["session_id"]),
@@ -405,11 +413,12 @@ async def test_markers_never_surface_for_another_user(app_factory: AppFactory) -
                 headers=headers,
             )
             document_id = upload.json()["id"]
-            for _ in range(100):
-                got = await client.get(f"/documents/{document_id}", headers=headers)
-                if got.json()["status"] == "ready":
-                    break
-                await asyncio.sleep(0.05)
+            # Awaited within this iteration: the loop variables cannot change meanwhile.
+            await eventually(
+                lambda: client.get(f"/documents/{document_id}", headers=headers),  # noqa: B023
+                until=lambda got: got.json()["status"] == "ready",
+                timeout=5,
+            )
             turn = await read_sse(
                 f"{server.url}/chat",
                 "POST",

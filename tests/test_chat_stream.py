@@ -15,6 +15,7 @@ from httpx_sse import aconnect_sse
 from streamforge.chains.providers.base import BaseProvider, Chunk, GenerationRequest
 from streamforge.chains.providers.simulated import DEFAULT_ANSWER, SimulatedProvider, split_words
 from tests.conftest import AppFactory, live_server
+from tests.polling import eventually
 from tests.sse_client import read_chat
 
 
@@ -212,10 +213,7 @@ async def test_disconnect_closes_provider_and_stores_interrupted(app_factory: Ap
             assert closed_after < probe.delay
             assert probe.yielded == 3
 
-            for _ in range(100):
-                if len(asyncio.all_tasks()) <= baseline:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually(lambda: len(asyncio.all_tasks()) <= baseline, timeout=2, interval=0.02)
             assert len(asyncio.all_tasks()) == baseline
             assert server.components.streams.active == 0
 
@@ -241,10 +239,7 @@ async def test_client_that_stops_reading_is_dropped(app_factory: AppFactory) -> 
         )
         await writer.drain()
         await asyncio.sleep(0.5)
-        for _ in range(100):
-            if server.components.streams.active == 0:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: server.components.streams.active == 0, timeout=5)
         # Dropped long before the 5 s or more the whole answer would take.
         assert server.components.streams.active == 0
         sessions = await server.components.sessions.list("local", limit=1, offset=0)

@@ -20,6 +20,7 @@ from streamforge.chains.providers.simulated import DEFAULT_ANSWER, SimulatedProv
 from streamforge.streaming.events import EventType, StreamEvent
 from streamforge.streaming.openai import OpenAIChunkEncoder
 from tests.conftest import AppFactory, LiveServer, asgi_client, live_server
+from tests.polling import eventually
 
 WORDS = split_words(DEFAULT_ANSWER)
 HELLO: list[Any] = [{"role": "user", "content": "Hello"}]
@@ -419,10 +420,7 @@ async def test_disconnect_mid_stream_closes_the_provider(app_factory: AppFactory
         # Closed before the provider produced another delta.
         assert loop.time() - closed_at < probe.delay
         assert probe.yielded == 3
-        for _ in range(50):
-            if server.components.streams.active == 0:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: server.components.streams.active == 0, timeout=1, interval=0.02)
         assert server.components.streams.active == 0
 
 
@@ -437,10 +435,7 @@ async def test_disconnect_while_waiting_for_a_non_streamed_answer_closes_the_pro
                 await http.post("/v1/chat/completions", json={"model": "probe", "messages": HELLO})
         await asyncio.wait_for(probe.closed.wait(), timeout=probe.delay * 2)
         assert probe.yielded <= 4
-        for _ in range(50):
-            if server.components.streams.active == 0:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: server.components.streams.active == 0, timeout=1, interval=0.02)
         assert server.components.streams.active == 0
 
 

@@ -8,7 +8,9 @@ import httpx
 
 from streamforge.chains.providers.simulated import DEFAULT_ANSWER
 from tests.conftest import AppFactory, asgi_client, live_server
+from tests.procs import SSEParser
 from tests.sse_client import read_chat
+from tests.sse_client import session_id as sse_session_id
 from tests.test_chat_stream import ProbeProvider
 
 
@@ -129,7 +131,7 @@ async def test_deleting_a_session_deletes_its_messages(
     app = app_factory(database_url)
     async with asgi_client(app) as client:
         response = await client.post("/chat", json={"message": "to be deleted"})
-        session_id = response.text.split('"session_id":"')[1].split('"')[0]
+        session_id = sse_session_id(response)
         assert (await client.delete(f"/sessions/{session_id}")).status_code == 204
         components = app.state.components
         from sqlalchemy import func, select
@@ -158,7 +160,9 @@ async def test_disconnect_is_stored_interrupted(app_factory: AppFactory, databas
                     break
         await asyncio.wait_for(probe.closed.wait(), 2)
         await server.components.streams.wait_all()
-        session_id = raw.split(b'"session_id":"')[1].split(b'"')[0].decode()
+        parser = SSEParser()
+        session = next(event for event in parser.feed(raw) if event.event == "session")
+        session_id = session.json()["session_id"]
         messages = (await client.get(f"/sessions/{session_id}/messages")).json()["items"]
     assert messages[0]["content"] == "cut me off"
     assert messages[1]["status"] == "interrupted"

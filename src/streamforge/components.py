@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,8 +21,10 @@ from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
 from streamforge.services.documents import DocumentService
 from streamforge.services.embeddings import EmbeddingService
+from streamforge.services.ingestion import Ingestion
 from streamforge.services.limits import InProcessLimiter, Limiter, Quotas, RedisLimiter
 from streamforge.services.memory import MemoryService
+from streamforge.services.pipeline import TurnPipeline
 from streamforge.services.rerank import build_reranker
 from streamforge.services.retrieval import RetrievalService
 from streamforge.services.sessions import SessionService
@@ -57,6 +60,8 @@ class Components:
 
     @classmethod
     async def start(cls, settings: Settings) -> Components:
+        """Build and start everything; when a step fails, what was started is stopped again,
+        in reverse order."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             settings.database_url,
@@ -64,14 +69,23 @@ class Components:
             pool_size=settings.database.pool_size,
             postgres_settings=search_settings(settings.retrieval.hnsw_ef_search),
         )
-        try:
-            await upgrade_to_head(engine)
-        except BaseException as exc:
-            await engine.dispose()
-            failure = connection_failure(settings.database_url, exc)
-            if failure is not None:
-                raise failure from exc
-            raise
+        async with contextlib.AsyncExitStack() as started:
+            started.push_async_callback(engine.dispose)
+            try:
+                await upgrade_to_head(engine)
+            except BaseException as exc:
+                failure = connection_failure(settings.database_url, exc)
+                if failure is not None:
+                    raise failure from exc
+                raise
+            components = await cls._build(settings, engine, started)
+            started.pop_all()
+        return components
+
+    @classmethod
+    async def _build(
+        cls, settings: Settings, engine: AsyncEngine, started: contextlib.AsyncExitStack
+    ) -> Components:
         database = Database(engine)
         store = create_store(
             database,
@@ -80,54 +94,60 @@ class Components:
             ivf_probes=settings.retrieval.ivf_probes,
         )
         providers = build_registry(settings)
-        try:
-            embeddings = EmbeddingService(
-                build_embedding_model(settings), batch_size=settings.embeddings.batch_size
-            )
-            await store.start()
-            await providers.start()
-        except BaseException:
-            await engine.dispose()
-            raise
+        embeddings = EmbeddingService(
+            build_embedding_model(settings), batch_size=settings.embeddings.batch_size
+        )
+        started.push_async_callback(embeddings.aclose)
+        await store.start()
+        started.push_async_callback(store.aclose)
+        await providers.start()
+        started.push_async_callback(providers.aclose)
+        metrics = Metrics()
+        reranker = build_reranker(settings.retrieval.rerank)
+        if reranker is not None:
+            started.push_async_callback(reranker.aclose)
         retrieval = RetrievalService(
             settings.retrieval,
             database,
             store,
             embeddings,
-            build_reranker(settings.retrieval.rerank),
+            reranker,
+            observe=lambda mode, seconds: metrics.retrieval_latency.labels(mode=mode).observe(
+                seconds
+            ),
         )
-        documents = DocumentService(settings.ingestion, database, store, embeddings)
+        ingestion = Ingestion(settings.ingestion, database, store, embeddings)
+        documents = DocumentService(settings.ingestion, database, store, ingestion)
         await documents.start()
+        started.push_async_callback(documents.stop)
         embeddings.warm_up()
         worker_id = new_id()
         event_log = build_event_log(settings, worker_id)
         await event_log.start()
-        workers = WorkerService(
-            database,
-            event_log,
-            worker_id=worker_id,
-            heartbeat_interval=settings.server.heartbeat_interval,
-            timeout=settings.server.worker_timeout,
-            checkpoint_interval=settings.streaming.checkpoint_interval,
-        )
-        await workers.start()
-        metrics = Metrics()
+        started.push_async_callback(event_log.aclose)
         streams = StreamManager(
             event_log,
             on_finish=metrics.stream_finished,
             policy=settings.streaming.disconnect_policy,
             grace=settings.streaming.disconnect_grace,
         )
-        workers.streams = streams
+        workers = WorkerService(
+            database,
+            event_log,
+            streams,
+            worker_id=worker_id,
+            heartbeat_interval=settings.server.heartbeat_interval,
+            timeout=settings.server.worker_timeout,
+            checkpoint_interval=settings.streaming.checkpoint_interval,
+        )
+        await workers.start()
+        started.push_async_callback(workers.stop)
         loop = asyncio.get_running_loop()
         metrics.watch(
             lambda: streams.active,
             lambda: _waiting(providers),
             lambda: len(asyncio.all_tasks(loop)),
         )
-        retrieval.observe = lambda mode, seconds: metrics.retrieval_latency.labels(
-            mode=mode
-        ).observe(seconds)
         templates = TemplateService(database)
         memory = MemoryService(settings.memory, database)
         limiter: Limiter = (
@@ -137,9 +157,13 @@ class Components:
             if settings.redis.url
             else InProcessLimiter()
         )
-        chat = ChatService(
-            settings, database, providers, streams, templates, memory, retrieval, worker_id
+        started.push_async_callback(limiter.aclose)
+        quotas = Quotas(
+            limiter,
+            concurrent_streams=settings.limits.concurrent_streams,
+            tokens_per_day=settings.limits.tokens_per_day,
         )
+        pipeline = TurnPipeline(settings, providers, streams, retrieval, quotas)
         return cls(
             settings=settings,
             engine=engine,
@@ -148,8 +172,8 @@ class Components:
             event_log=event_log,
             workers=workers,
             streams=streams,
-            chat=chat,
-            completions=CompletionService(providers, streams, chat),
+            chat=ChatService(settings, database, pipeline, templates, memory, worker_id),
+            completions=CompletionService(pipeline),
             sessions=SessionService(database, streams),
             templates=templates,
             store=store,
@@ -159,11 +183,7 @@ class Components:
             metrics=metrics,
             auth=AuthService(database, cache_seconds=settings.auth.key_cache_seconds),
             limiter=limiter,
-            quotas=Quotas(
-                limiter,
-                concurrent_streams=settings.limits.concurrent_streams,
-                tokens_per_day=settings.limits.tokens_per_day,
-            ),
+            quotas=quotas,
         )
 
     async def drain(self) -> None:

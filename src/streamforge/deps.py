@@ -12,8 +12,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from streamforge.components import Components
-from streamforge.config.settings import Settings
+# The routers reach what the app was built from through here only.
+from streamforge.components import Components as Components
 from streamforge.errors import Forbidden, TooManyRequests, Unauthorized
 from streamforge.models import Role
 from streamforge.models.base import LOCAL_OWNER
@@ -22,20 +22,14 @@ from streamforge.services.chat import ChatService
 from streamforge.services.completions import CompletionService
 from streamforge.services.documents import DocumentService
 from streamforge.services.embeddings import EmbeddingService
-from streamforge.services.limits import Slot
 from streamforge.services.retrieval import RetrievalService
 from streamforge.services.sessions import SessionService
 from streamforge.services.templates import TemplateService
-from streamforge.streaming.log import StreamBuffer
 
 
 async def get_components(request: Request) -> Components:
     components: Components = request.app.state.components
     return components
-
-
-async def get_settings(request: Request) -> Settings:
-    return (await get_components(request)).settings
 
 
 # With authentication off, everything belongs to the one local user, who administers it.
@@ -141,21 +135,6 @@ async def get_owner(request: Request) -> str:
     return (await get_caller(request)).user_id
 
 
-async def admit_stream(components: Components, caller: Caller) -> Slot:
-    """A slot under the caller's stream and token limits (429 when there is none)."""
-    return await components.quotas.admit(caller.key_id or caller.user_id)
-
-
-async def finish_when_done(components: Components, stream_id: str, slot: Slot) -> None:
-    """Give the slot back, counting the stream's tokens, when its generation ends."""
-
-    async def done(buffer: StreamBuffer) -> None:
-        usage = (buffer.done or {}).get("usage") or {}
-        await slot.finish(int(usage.get("total_tokens") or 0))
-
-    await components.streams.on_done(stream_id, done)
-
-
 async def get_admin(request: Request) -> Caller:
     caller = await get_caller(request)
     if caller.role is not Role.ADMIN:
@@ -165,7 +144,7 @@ async def get_admin(request: Request) -> Caller:
 
 async def get_metrics_reader(request: Request) -> None:
     """Metrics describe every user's traffic: an administrator's, unless made public."""
-    if not (await get_settings(request)).auth.public_metrics:
+    if not (await get_components(request)).settings.auth.public_metrics:
         await get_admin(request)
 
 
@@ -198,7 +177,6 @@ async def get_embedding_service(request: Request) -> EmbeddingService:
 
 
 ComponentsDep = Annotated[Components, Depends(get_components)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 AdminDep = Annotated[Caller, Depends(get_admin)]
 MetricsReaderDep = Annotated[None, Depends(get_metrics_reader)]

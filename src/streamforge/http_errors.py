@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from streamforge.errors import AppError
+from streamforge.errors import AppError, EventLogUnavailable, ProviderBusy
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,14 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+
+
+# Errors whose HTTP response names them differently from a stream's ``error`` event: a busy
+# provider is refused like any other 429, and an unreachable event log like any other 503.
+_HTTP_CODE_OF: tuple[tuple[type[AppError], str], ...] = (
+    (ProviderBusy, "rate_limited"),
+    (EventLogUnavailable, "unavailable"),
+)
 
 
 def error_response(
@@ -57,7 +65,8 @@ def _plain(value: Any) -> Any:
 
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return error_response(exc.status_code, exc.code, exc.message, _plain(exc.details), exc.headers)
+    code = next((code for kind, code in _HTTP_CODE_OF if isinstance(exc, kind)), exc.code)
+    return error_response(exc.status_code, code, exc.message, _plain(exc.details), exc.headers)
 
 
 def _where(loc: Sequence[Any], body: Any, missing: bool) -> list[str | int]:

@@ -8,7 +8,7 @@ model to cite by those markers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
@@ -18,7 +18,44 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from streamforge.services.retrieval import RetrievalService, RetrievedChunk, SearchMode
+
+class Passage(Protocol):
+    """A retrieved chunk, as ``services.retrieval.RetrievedChunk`` has it."""
+
+    @property
+    def chunk_id(self) -> int: ...
+    @property
+    def document_id(self) -> str: ...
+    @property
+    def document_name(self) -> str: ...
+    @property
+    def collection_id(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def page(self) -> int | None: ...
+
+
+class Found(Protocol):
+    @property
+    def chunks(self) -> Sequence[Passage]: ...
+
+
+@runtime_checkable
+class Searcher(Protocol):
+    """What the retriever searches with: ``services.retrieval.RetrievalService`` (this layer
+    sits below the services, so it names only what it calls)."""
+
+    async def search(
+        self, owner_id: str, query: str, *, collections: Sequence[str] | None, top_k: int
+    ) -> Found: ...
+
 
 GROUNDING = (
     "Answer using the numbered passages below when they are relevant, and cite them by "
@@ -26,7 +63,7 @@ GROUNDING = (
 )
 
 
-def grounded_prompt(system: str, chunks: Sequence[RetrievedChunk]) -> str:
+def grounded_prompt(system: str, chunks: Sequence[Passage]) -> str:
     if not chunks:
         return system
     passages = "\n\n".join(
@@ -36,7 +73,7 @@ def grounded_prompt(system: str, chunks: Sequence[RetrievedChunk]) -> str:
     return f"{system}\n\n{GROUNDING}\n\n{passages}".strip()
 
 
-def to_document(chunk: RetrievedChunk) -> Document:
+def to_document(chunk: Passage) -> Document:
     return Document(
         page_content=chunk.text,
         metadata={
@@ -52,31 +89,15 @@ def to_document(chunk: RetrievedChunk) -> Document:
     )
 
 
-def from_document(document: Document) -> RetrievedChunk:
-    meta = document.metadata
-    return RetrievedChunk(
-        chunk_id=int(meta["chunk_id"]),
-        document_id=str(meta["document_id"]),
-        document_name=str(meta["document_name"]),
-        collection_id=str(meta["collection_id"]),
-        score=float(meta["score"]),
-        start=int(meta["start"]),
-        end=int(meta["end"]),
-        text=document.page_content,
-        page=meta["page"] if isinstance(meta.get("page"), int) else None,
-    )
-
-
 class StreamForgeRetriever(BaseRetriever):
     """Hybrid retrieval over an owner's collections, usable in any LangChain chain."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    service: RetrievalService
+    service: Searcher
     owner_id: str
     collections: list[str] | None = None
     top_k: int = 4
-    mode: SearchMode = SearchMode.HYBRID
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
@@ -86,7 +107,8 @@ class StreamForgeRetriever(BaseRetriever):
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **_: Any
     ) -> list[Document]:
+        # Hybrid search, the service's default.
         result = await self.service.search(
-            self.owner_id, query, collections=self.collections, top_k=self.top_k, mode=self.mode
+            self.owner_id, query, collections=self.collections, top_k=self.top_k
         )
         return [to_document(chunk) for chunk in result.chunks]

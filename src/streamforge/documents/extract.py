@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
+from streamforge.errors import ExtractionFailed as ExtractionFailed
+
 FORMATS: Final = ("txt", "md", "html", "pdf", "docx")
 MEDIA_TYPES: Final[Mapping[str, str]] = {
     "txt": "text/plain",
@@ -80,14 +82,6 @@ _SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 _CHUNK: Final = 1 << 20
 _LINE_END_SPACE: Final = re.compile(r"[ \t]+$", re.MULTILINE)
 _BLANK_LINES: Final = re.compile(r"\n{3,}")
-
-
-class ExtractionFailed(Exception):
-    """A file refused or unreadable; ``reason`` is one sentence for the person who uploaded it."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from streamforge.db.types import UTCDateTime
 from streamforge.models.base import Base, IdMixin, TimestampMixin
 
 
@@ -34,5 +35,5 @@ class ApiKey(IdMixin, TimestampMixin, Base):
     prefix: Mapped[str] = mapped_column(String(16))
     # SHA-256 of the whole key, hex: keys are 256 random bits, so a plain hash is enough.
     hash: Mapped[str] = mapped_column(String(64), unique=True)
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -13,7 +13,6 @@ from datetime import datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -25,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from streamforge.db.types import UTCDateTime
 from streamforge.models.base import Base, IdMixin, OwnedMixin, TimestampMixin
 
 # SQLite makes an INTEGER PRIMARY KEY the rowid, which FTS5 and sqlite-vec key their rows by.
@@ -77,7 +77,7 @@ class Document(IdMixin, OwnedMixin, TimestampMixin, Base):
     # chunk's offsets index into.
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     text: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
-    ingested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ingested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Chunk(OwnedMixin, Base):

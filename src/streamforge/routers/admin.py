@@ -32,14 +32,14 @@ async def list_users(_: AdminDep, components: ComponentsDep) -> list[UserPublic]
 async def create_key(body: KeyCreate, _: AdminDep, components: ComponentsDep) -> KeyCreated:
     """The answer holds the key itself: store it now, it is never shown again."""
     key, info = await components.auth.create_key(body.user, body.name)
-    return KeyCreated(key=key, **info.model_dump())
+    return KeyCreated(key=key, **KeyPublic.model_validate(info).model_dump())
 
 
 @router.get("/keys", responses=_ERRORS, summary="List API keys (never the keys themselves)")
 async def list_keys(_: AdminDep, components: ComponentsDep) -> list[KeyPublic]:
-    return await components.auth.keys()
+    return [KeyPublic.model_validate(info) for info in await components.auth.keys()]
 
 
 @router.delete("/keys/{key_id}", responses=_ERRORS, summary="Revoke an API key")
 async def revoke_key(key_id: str, _: AdminDep, components: ComponentsDep) -> KeyPublic:
-    return await components.auth.revoke(key_id)
+    return KeyPublic.model_validate(await components.auth.revoke(key_id))

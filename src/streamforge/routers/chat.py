@@ -5,22 +5,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from starlette.responses import JSONResponse, Response
 
-from streamforge.deps import (
-    CallerDep,
-    ChatServiceDep,
-    ComponentsDep,
-    OwnerDep,
-    SettingsDep,
-    admit_stream,
-    finish_when_done,
-)
-from streamforge.errors import BadRequest
+from streamforge.deps import CallerDep, ChatServiceDep, ComponentsDep, OwnerDep
+from streamforge.errors import BadRequest, EventLogUnavailable
+from streamforge.routers.turns import OnLeave, event_stream, grounding
 from streamforge.schemas.chat import ChatRequest
 from streamforge.schemas.common import ErrorResponse, StorableText
+from streamforge.services.chat import TurnRequest
 from streamforge.services.health import chat_health
 from streamforge.streaming.events import MAX_EVENT_ID
-from streamforge.streaming.log import EventLogUnavailable, StreamReader, Unreachable
-from streamforge.streaming.response import Ending, EventStreamResponse
+from streamforge.streaming.log import StreamReader, Unreachable
+from streamforge.streaming.response import EventStreamResponse
 
 router = APIRouter(prefix="/chat", tags=["chat"])
 
@@ -45,41 +39,26 @@ _STREAM_DOC = (
 )
 async def chat(
     body: ChatRequest,
-    owner: OwnerDep,
     caller: CallerDep,
     service: ChatServiceDep,
-    settings: SettingsDep,
     components: ComponentsDep,
 ) -> EventStreamResponse:
-    slot = await admit_stream(components, caller)
-    try:
-        turn = await service.start(owner, body)
-    except BaseException:
-        await slot.finish()
-        raise
-    if turn.attached:
-        await slot.finish()  # a retry: no new generation
-    else:
-        await finish_when_done(components, turn.stream_id, slot)
+    # The body's fields are the turn's, but for retrieval and the stop list.
+    fields = body.model_dump(exclude={"rag", "stop"})
+    request = TurnRequest(**fields, stop=tuple(body.stop or ()), grounding=grounding(body.rag))
+    turn = await service.start(caller, request)
     streams = components.streams
+    # A retry attached to a stream that is still going follows it like a resume does.
     follows = turn.attached and not turn.reader.closed
     if follows:
         await streams.reader_joined(turn.stream_id)
 
-    async def on_end(ending: Ending) -> None:
-        if ending != "finished":
-            # The client is gone: the disconnect policy decides whether generation goes on.
-            components.metrics.disconnects.inc()
-            if follows or not turn.attached:
-                await streams.reader_left(turn.stream_id)
+    async def leave() -> None:
+        # The client is gone: the disconnect policy decides whether generation goes on.
+        await streams.reader_left(turn.stream_id)
 
-    return EventStreamResponse(
-        turn.reader,
-        heartbeat_interval=settings.streaming.heartbeat_interval,
-        send_timeout=settings.streaming.send_timeout,
-        retry_ms=settings.streaming.retry_ms,
-        on_end=on_end,
-    )
+    on_leave = leave if follows or not turn.attached else None
+    return event_stream(components, turn.reader, on_leave=on_leave)
 
 
 _RESUME_DOC = (
@@ -110,7 +89,6 @@ async def resume(
     stream_id: str,
     owner: OwnerDep,
     service: ChatServiceDep,
-    settings: SettingsDep,
     components: ComponentsDep,
     last_event_id: Annotated[StorableText | None, Query(max_length=20)] = None,
     last_event_id_header: Annotated[
@@ -132,20 +110,11 @@ async def resume(
     if follows:
         await streams.reader_joined(stream_id)
 
-    async def on_end(ending: Ending) -> None:
-        if ending != "finished":
-            components.metrics.disconnects.inc()
-            if follows:
-                await streams.reader_left(stream_id)
+    async def leave() -> None:
+        await streams.reader_left(stream_id)
 
-    return EventStreamResponse(
-        stream,
-        heartbeat_interval=settings.streaming.heartbeat_interval,
-        send_timeout=settings.streaming.send_timeout,
-        retry_ms=settings.streaming.retry_ms,
-        last_event_id=after,
-        on_end=on_end,
-    )
+    on_leave: OnLeave | None = leave if follows else None
+    return event_stream(components, stream, on_leave=on_leave, last_event_id=after)
 
 
 @router.post(

@@ -7,7 +7,6 @@ reads OpenAI's own.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from typing import Any
@@ -15,26 +14,18 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
-from starlette.types import Receive
 
-from streamforge.deps import (
-    CallerDep,
-    CompletionServiceDep,
-    ComponentsDep,
-    EmbeddingServiceDep,
-    OwnerDep,
-    admit_stream,
-    finish_when_done,
-)
+from streamforge.chains.providers.base import ChatTurn
+from streamforge.deps import CallerDep, CompletionServiceDep, ComponentsDep, EmbeddingServiceDep
 from streamforge.errors import BadRequest, NotFound, ValidationFailed
 from streamforge.http_errors import error_response
-from streamforge.models import MessageStatus
+from streamforge.routers.turns import event_stream, grounding, stop_on_leave, until_finished
 from streamforge.schemas.common import ErrorResponse
-from streamforge.schemas.documents import rag_options
 from streamforge.schemas.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionRequest,
+    ChatMessage,
     Choice,
     Embedding,
     EmbeddingList,
@@ -44,11 +35,8 @@ from streamforge.schemas.openai import (
     ModelPublic,
     Usage,
 )
-from streamforge.services.completions import Completion, CompletionRequest
-from streamforge.services.streams import StreamManager
-from streamforge.streaming.log import StreamBuffer
+from streamforge.services.completions import CompletionRequest
 from streamforge.streaming.openai import Collected, OpenAIChunkEncoder, collect
-from streamforge.streaming.response import Ending, EventStreamResponse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -69,6 +57,9 @@ _PROVIDER_STATUS = {
     "provider_timeout": 504,
 }
 _STOPPED_STATUS = {"cancelled": 409, "interrupted": 503}
+
+# The OpenAI "developer" role is the newer name of "system".
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 # Models carry no creation date here; 0 says "unknown" in a field the schema requires.
 _MODEL_CREATED = 0
@@ -91,101 +82,80 @@ _CLIENT_CLOSED = 499
 )
 async def chat_completions(
     body: ChatCompletionRequest,
-    owner: OwnerDep,
     caller: CallerDep,
     request: Request,
     service: CompletionServiceDep,
     components: ComponentsDep,
 ) -> Response:
-    settings = components.settings
-    body.check_supported()
-    turns = body.turns()
-    limit_chars = settings.limits.max_message_chars
-    for index, turn in enumerate(turns):
-        if len(turn.content) > limit_chars:
-            raise ValidationFailed(f"messages[{index}] is longer than {limit_chars} characters")
-    provider, _ = service.resolve_model(body.model)
-    # The answer limit the generation runs with, to tell "length" from "stop".
-    limit = body.answer_limit or provider.default_max_tokens
-    slot = await admit_stream(components, caller)
-    try:
-        completion = await service.start(
-            CompletionRequest(
-                model=body.model,
-                messages=turns,
-                temperature=body.temperature,
-                max_tokens=body.answer_limit,
-                stop=body.stop_sequences,
-                rag=rag_options(body.rag),
-            ),
-            owner,
-        )
-    except BaseException:
-        await slot.finish()
-        raise
-    await finish_when_done(components, completion.stream_id, slot)
+    _check_supported(body)
+    completion = await service.start(
+        caller,
+        CompletionRequest(
+            model=body.model,
+            messages=[
+                ChatTurn(_ROLES[message.role], _text(message, index))
+                for index, message in enumerate(body.messages)
+            ],
+            temperature=body.temperature,
+            max_tokens=body.answer_limit,
+            stop=body.stop_sequences,
+            grounding=grounding(body.rag),
+        ),
+    )
     created = int(time.time())
     completion_id = f"chatcmpl-{completion.stream_id}"
     streams = components.streams
-
     if body.stream:
-
-        async def on_end(ending: Ending) -> None:
-            if ending != "finished":
-                # The client is gone: stop generating now.
-                components.metrics.disconnects.inc()
-                streams.stop(completion.stream_id, MessageStatus.INTERRUPTED)
-                await streams.wait(completion.stream_id)
-
-        return EventStreamResponse(
-            completion.run.buffer,
-            heartbeat_interval=settings.streaming.heartbeat_interval,
-            send_timeout=settings.streaming.send_timeout,
-            encoder=OpenAIChunkEncoder(
-                completion_id,
-                body.model,
-                created,
-                include_usage=body.include_usage,
-                limit=limit,
-            ),
-            on_end=on_end,
+        encoder = OpenAIChunkEncoder(
+            completion_id,
+            body.model,
+            created,
+            include_usage=body.include_usage,
+            limit=completion.limit,
         )
-
-    if not await _finished(completion, streams, request.receive):
+        # Nobody can resume a stateless answer: a client that leaves stops generation.
+        on_leave = stop_on_leave(streams, completion.stream_id)
+        return event_stream(components, completion.run.buffer, on_leave=on_leave, encoder=encoder)
+    if not await until_finished(streams, completion.run, request.receive):
         return Response(status_code=_CLIENT_CLOSED)
-    collected = collect(completion.run.buffer.events, limit)
+    collected = collect(completion.run.buffer.events, completion.limit)
     return _completion_response(collected, completion_id, body.model, created)
 
 
-async def _finished(completion: Completion, streams: StreamManager, receive: Receive) -> bool:
-    """Wait for the generation to end; False, with generation stopped, if the client left."""
-    buffer = completion.run.buffer
-    ended = asyncio.ensure_future(_until_closed(buffer))
-    left = asyncio.ensure_future(_until_disconnect(receive))
-    try:
-        await asyncio.wait((ended, left), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (ended, left):
-            task.cancel()
-        await asyncio.gather(ended, left, return_exceptions=True)
-        if not buffer.closed:
-            # The client left, or this request task was cancelled: nobody will read the answer.
-            streams.stop(completion.stream_id, MessageStatus.INTERRUPTED)
-    if not buffer.closed:
-        await streams.wait(completion.stream_id)
-        return False
-    return True
+def _check_supported(body: ChatCompletionRequest) -> None:
+    """Refuse what would silently change the answer's meaning if ignored."""
+    if body.n != 1:
+        raise BadRequest("only n=1 is supported")
+    if body.tools or body.functions:
+        raise BadRequest("tools and function calling are not supported")
+    if isinstance(body.tool_choice, dict) or body.tool_choice not in (None, "none", "auto"):
+        raise BadRequest("tool_choice is not supported; tools are not available")
+    if body.response_format is not None and body.response_format.type != "text":
+        raise BadRequest(
+            f"response_format {body.response_format.type!r} is not supported; only 'text'"
+        )
+    if body.logprobs or body.top_logprobs:
+        raise BadRequest("logprobs are not supported")
+    if body.modalities is not None and any(m != "text" for m in body.modalities):
+        raise BadRequest("only the 'text' modality is supported")
 
 
-async def _until_closed(buffer: StreamBuffer) -> None:
-    while not buffer.closed:
-        await buffer.wait(buffer.last_id, 3600.0)
-
-
-async def _until_disconnect(receive: Receive) -> None:
-    # The body has been read, so the next message the server gives is the disconnect.
-    while (await receive())["type"] != "http.disconnect":
-        pass
+def _text(message: ChatMessage, index: int) -> str:
+    if message.content is None:
+        return ""
+    if isinstance(message.content, str):
+        return message.content
+    texts: list[str] = []
+    for position, part in enumerate(message.content):
+        if part.type != "text" or part.text is None:
+            kind = part.type if part.type != "text" else "text without a 'text' field"
+            raise ValidationFailed(
+                f"messages[{index}].content[{position}]: content parts of type {kind!r} "
+                "are not supported; only text parts are"
+            )
+        texts.append(part.text)
+    # Parts are separate segments; a line break keeps words apart (as vLLM does).
+    return "\n".join(texts)
 
 
 def _completion_response(
@@ -266,7 +236,7 @@ async def create_embeddings(
             f"dimensions {body.dimensions} is not available; {embeddings.name!r} makes "
             f"{embeddings.dimensions}-dimensional vectors"
         )
-    texts = body.texts()
+    texts = _texts(body)
     if len(texts) > config.max_inputs:
         raise ValidationFailed(f"at most {config.max_inputs} inputs per request")
     for index, text in enumerate(texts):
@@ -275,7 +245,7 @@ async def create_embeddings(
                 f"input[{index}] is longer than {config.max_input_chars} characters"
             )
     vectors = await embeddings.embed_documents(texts)
-    tokens = sum(approximate_tokens(text) for text in texts)
+    tokens = embeddings.count_tokens(texts)
     return EmbeddingList(
         data=[
             Embedding(index=index, embedding=_encode_vector(vector, body.encoding_format))
@@ -286,9 +256,12 @@ async def create_embeddings(
     )
 
 
-def approximate_tokens(text: str) -> int:
-    # About four characters a token for English text; only reported, never enforced.
-    return max(1, (len(text) + 3) // 4)
+def _texts(body: EmbeddingRequest) -> list[str]:
+    if isinstance(body.input, str):
+        return [body.input]
+    if all(isinstance(item, str) for item in body.input):
+        return [str(item) for item in body.input]
+    raise BadRequest("token arrays are not supported as input; send text")
 
 
 def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:

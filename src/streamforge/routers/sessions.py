@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from streamforge.deps import OwnerDep, SessionServiceDep
-from streamforge.schemas.common import ErrorResponse, LimitQuery, OffsetQuery, Page
+from streamforge.schemas.common import ErrorResponse, LimitQuery, OffsetQuery, Page, page_of
 from streamforge.schemas.sessions import MessagePublic, SessionCreate, SessionPublic, SessionUpdate
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
@@ -19,28 +19,30 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def create_session(
     owner: OwnerDep, service: SessionServiceDep, body: SessionCreate | None = None
 ) -> SessionPublic:
-    return await service.create(owner, body.title if body else None)
+    return SessionPublic.model_validate(await service.create(owner, body.title if body else None))
 
 
 @router.get("", responses=_ERRORS, summary="List sessions, newest first")
 async def list_sessions(
     owner: OwnerDep, service: SessionServiceDep, limit: LimitQuery = 20, offset: OffsetQuery = 0
 ) -> Page[SessionPublic]:
-    return await service.list(owner, limit=limit, offset=offset)
+    return page_of(
+        await service.list(owner, limit=limit, offset=offset), SessionPublic.model_validate
+    )
 
 
 @router.get("/{session_id}", responses=_ERRORS, summary="Get a session")
 async def get_session(
     session_id: str, owner: OwnerDep, service: SessionServiceDep
 ) -> SessionPublic:
-    return await service.get(owner, session_id)
+    return SessionPublic.model_validate(await service.get(owner, session_id))
 
 
 @router.patch("/{session_id}", responses=_ERRORS, summary="Rename a session")
 async def rename_session(
     session_id: str, body: SessionUpdate, owner: OwnerDep, service: SessionServiceDep
 ) -> SessionPublic:
-    return await service.rename(owner, session_id, body.title)
+    return SessionPublic.model_validate(await service.rename(owner, session_id, body.title))
 
 
 @router.delete(
@@ -61,4 +63,5 @@ async def list_messages(
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
 ) -> Page[MessagePublic]:
-    return await service.messages(owner, session_id, limit=limit, offset=offset)
+    page = await service.messages(owner, session_id, limit=limit, offset=offset)
+    return page_of(page, MessagePublic.model_validate)

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from streamforge.deps import OwnerDep, TemplateServiceDep
-from streamforge.schemas.common import ErrorResponse, LimitQuery, OffsetQuery, Page
+from streamforge.schemas.common import ErrorResponse, LimitQuery, OffsetQuery, Page, page_of
 from streamforge.schemas.templates import TemplateCreate, TemplatePublic, TemplateUpdate
 
 router = APIRouter(prefix="/templates", tags=["templates"])
@@ -24,7 +24,8 @@ VersionQuery = Annotated[
 async def create_template(
     body: TemplateCreate, owner: OwnerDep, service: TemplateServiceDep
 ) -> TemplatePublic:
-    return await service.create(owner, body.name, body.system_prompt, body.description)
+    created = await service.create(owner, body.name, body.system_prompt, body.description)
+    return TemplatePublic.model_validate(created)
 
 
 @router.get(
@@ -35,14 +36,15 @@ async def create_template(
 async def list_templates(
     owner: OwnerDep, service: TemplateServiceDep, limit: LimitQuery = 20, offset: OffsetQuery = 0
 ) -> Page[TemplatePublic]:
-    return await service.list(owner, limit=limit, offset=offset)
+    page = await service.list(owner, limit=limit, offset=offset)
+    return page_of(page, TemplatePublic.model_validate)
 
 
 @router.get("/{name}", responses=_ERRORS, summary="Get a template's latest or a given version")
 async def get_template(
     name: str, owner: OwnerDep, service: TemplateServiceDep, version: VersionQuery = None
 ) -> TemplatePublic:
-    return await service.get(owner, name, version)
+    return TemplatePublic.model_validate(await service.get(owner, name, version))
 
 
 @router.get("/{name}/versions", responses=_ERRORS, summary="A template's versions, oldest first")
@@ -53,14 +55,16 @@ async def list_versions(
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
 ) -> Page[TemplatePublic]:
-    return await service.versions(owner, name, limit=limit, offset=offset)
+    page = await service.versions(owner, name, limit=limit, offset=offset)
+    return page_of(page, TemplatePublic.model_validate)
 
 
 @router.put("/{name}", responses=_ERRORS, summary="Store a new version of a template")
 async def update_template(
     name: str, body: TemplateUpdate, owner: OwnerDep, service: TemplateServiceDep
 ) -> TemplatePublic:
-    return await service.update(owner, name, body.system_prompt, body.description)
+    updated = await service.update(owner, name, body.system_prompt, body.description)
+    return TemplatePublic.model_validate(updated)
 
 
 @router.delete(

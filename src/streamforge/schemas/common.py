@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import AfterValidator, BaseModel
+
+from streamforge.services import pages
 
 T = TypeVar("T")
 
@@ -50,6 +53,16 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+def page_of(page: pages.Page[Any], public: Callable[[Any], T]) -> Page[T]:
+    """A service's page, each item mapped by ``public``."""
+    return Page(
+        items=[public(item) for item in page.items],
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+    )
 
 
 LimitQuery = Annotated[int, Query(ge=1, le=100, description="Items per page.")]

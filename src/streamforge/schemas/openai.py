@@ -4,7 +4,8 @@ Fields an OpenAI client commonly sends but StreamForge cannot honour fall in two
 Sampling hints (``top_p``, penalties, ``seed``, ``logit_bias``, ``user``...) are accepted and
 ignored, as many OpenAI-compatible servers do: the answer is still a valid answer. Fields whose
 absence would change what the client gets back — more than one choice, tools, JSON mode,
-log-probabilities, audio, image input — are refused with a 4xx rather than silently dropped.
+log-probabilities, audio, image input — are refused with a 4xx rather than silently dropped
+(``routers/openai_api.py`` says which).
 Unknown fields are ignored, so a newer client keeps working.
 """
 
@@ -14,13 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streamforge.chains.providers.base import ChatTurn
-from streamforge.errors import BadRequest, ValidationFailed
 from streamforge.schemas.common import StorableText
 from streamforge.schemas.documents import RagField
-
-# The OpenAI "developer" role is the newer name of "system".
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 StopText = Annotated[StorableText, Field(min_length=1, max_length=100)]
 
@@ -51,23 +47,6 @@ class ChatMessage(BaseModel):
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a {self.role} message needs content")
         return self
-
-    def text(self, index: int) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        texts: list[str] = []
-        for position, part in enumerate(self.content):
-            if part.type != "text" or part.text is None:
-                kind = part.type if part.type != "text" else "text without a 'text' field"
-                raise ValidationFailed(
-                    f"messages[{index}].content[{position}]: content parts of type {kind!r} "
-                    "are not supported; only text parts are"
-                )
-            texts.append(part.text)
-        # Parts are separate segments; a line break keeps words apart (as vLLM does).
-        return "\n".join(texts)
 
 
 class StreamOptions(BaseModel):
@@ -126,29 +105,6 @@ class ChatCompletionRequest(BaseModel):
     tool_choice: StorableText | dict[str, Any] | None = None
     functions: list[dict[str, Any]] | None = None
     modalities: list[StorableText] | None = None
-
-    def check_supported(self) -> None:
-        """Refuse what would silently change the answer's meaning if ignored."""
-        if self.n != 1:
-            raise BadRequest("only n=1 is supported")
-        if self.tools or self.functions:
-            raise BadRequest("tools and function calling are not supported")
-        if isinstance(self.tool_choice, dict) or self.tool_choice not in (None, "none", "auto"):
-            raise BadRequest("tool_choice is not supported; tools are not available")
-        if self.response_format is not None and self.response_format.type != "text":
-            raise BadRequest(
-                f"response_format {self.response_format.type!r} is not supported; only 'text'"
-            )
-        if self.logprobs or self.top_logprobs:
-            raise BadRequest("logprobs are not supported")
-        if self.modalities is not None and any(m != "text" for m in self.modalities):
-            raise BadRequest("only the 'text' modality is supported")
-
-    def turns(self) -> list[ChatTurn]:
-        return [
-            ChatTurn(_ROLES[message.role], message.text(index))
-            for index, message in enumerate(self.messages)
-        ]
 
     @property
     def stop_sequences(self) -> tuple[str, ...]:
@@ -232,13 +188,6 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1, le=65_536)] | None = None
     user: Annotated[StorableText, Field(max_length=256)] | None = None
-
-    def texts(self) -> list[str]:
-        if isinstance(self.input, str):
-            return [self.input]
-        if all(isinstance(item, str) for item in self.input):
-            return [str(item) for item in self.input]
-        raise BadRequest("token arrays are not supported as input; send text")
 
 
 class Embedding(BaseModel):

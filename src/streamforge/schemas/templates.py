@@ -5,10 +5,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamforge.schemas.common import StorableText, Timestamp
+from streamforge.services.templates import NAME_MAX_LENGTH
 
 # Names travel in URL paths: keep them to characters that need no escaping.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-NAME_MAX_LENGTH = 100
 SYSTEM_PROMPT_MAX_LENGTH = 20_000
 
 TemplateName = Annotated[

@@ -13,8 +13,8 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from streamforge.db.database import Database
@@ -22,7 +22,7 @@ from streamforge.db.ids import is_valid_id
 from streamforge.errors import Conflict, NotFound
 from streamforge.models import ApiKey, Role, User
 from streamforge.models.base import utcnow
-from streamforge.schemas.auth import KeyPublic
+from streamforge.repositories import auth as repo
 
 KEY_PREFIX = "sf_"
 _SHOWN = 11  # characters of a key kept for listings: "sf_" and 8 more
@@ -35,6 +35,20 @@ class Caller:
     user_id: str
     role: Role
     key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A key as stored: never the key itself."""
+
+    id: str
+    user_id: str
+    user: str
+    name: str | None
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
 
 
 def new_key() -> str:
@@ -54,10 +68,7 @@ class AuthService:
     async def create_user(self, name: str, role: Role = Role.USER) -> User:
         try:
             async with self.database.write() as db:
-                user = User(name=name, role=role.value)
-                db.add(user)
-                await db.flush()
-                return user
+                return await repo.add_user(db, name, role)
         except IntegrityError:
             raise Conflict(f"user {name!r} already exists") from None
 
@@ -65,50 +76,41 @@ class AuthService:
         if "\x00" in name_or_id or len(name_or_id) > 100:
             raise NotFound(f"user {name_or_id[:100]!r} not found")
         async with self.database.read() as db:
-            found = (
-                await db.execute(
-                    select(User).where((User.name == name_or_id) | (User.id == name_or_id))
-                )
-            ).scalar_one_or_none()
+            found = await repo.find_user(db, name_or_id)
         if found is None:
             raise NotFound(f"user {name_or_id!r} not found")
         return found
 
     async def users(self) -> list[User]:
         async with self.database.read() as db:
-            return list((await db.execute(select(User).order_by(User.created_at))).scalars())
+            return list(await repo.list_users(db))
 
     async def create_key(
         self, user_name_or_id: str, name: str | None = None
-    ) -> tuple[str, KeyPublic]:
+    ) -> tuple[str, KeyInfo]:
         """A new key for the user: the key itself (shown once) and what is stored of it."""
         user = await self.user(user_name_or_id)
         key = new_key()
         async with self.database.write() as db:
-            row = ApiKey(user_id=user.id, name=name, prefix=key[:_SHOWN], hash=key_hash(key))
-            db.add(row)
-            await db.flush()
+            row = await repo.add_key(db, user.id, name, key[:_SHOWN], key_hash(key))
             info = _info(row, user.name)
         return key, info
 
-    async def keys(self, user_id: str | None = None) -> list[KeyPublic]:
+    async def keys(self, user_id: str | None = None) -> list[KeyInfo]:
         async with self.database.read() as db:
-            query = select(ApiKey, User.name).join(User, User.id == ApiKey.user_id)
-            if user_id is not None:
-                query = query.where(ApiKey.user_id == user_id)
-            rows = (await db.execute(query.order_by(ApiKey.created_at))).all()
+            rows = await repo.list_keys(db, user_id)
         return [_info(key, user) for key, user in rows]
 
-    async def revoke(self, key_id: str) -> KeyPublic:
+    async def revoke(self, key_id: str) -> KeyInfo:
         if not is_valid_id(key_id):
             raise NotFound(f"key {key_id[:100]!r} not found")
         async with self.database.write() as db:
-            row = await db.get(ApiKey, key_id)
+            row = await repo.get_key(db, key_id)
             if row is None:
                 raise NotFound(f"key {key_id!r} not found")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
-            owner = await db.get(User, row.user_id)
+            owner = await repo.get_user(db, row.user_id)
             info = _info(row, owner.name if owner is not None else "")
         self._cache = {
             h: v for h, v in self._cache.items() if v[1] is None or v[1].key_id != key_id
@@ -123,28 +125,21 @@ class AuthService:
         if cached is not None and cached[0] > now:
             return cached[1]
         async with self.database.read() as db:
-            row = (
-                await db.execute(
-                    select(ApiKey.id, ApiKey.revoked_at, User.id, User.role)
-                    .join(User, User.id == ApiKey.user_id)
-                    .where(ApiKey.hash == digest)
-                )
-            ).first()
+            found = await repo.key_owner(db, digest)
         caller = None
-        if row is not None and row[1] is None:
-            caller = Caller(user_id=row[2], role=Role(row[3]), key_id=row[0])
+        if found is not None and found[1] is None:
+            key_id, _, user_id, role = found
+            caller = Caller(user_id=user_id, role=Role(role), key_id=key_id)
             async with self.database.write() as db:
-                await db.execute(
-                    update(ApiKey).where(ApiKey.id == row[0]).values(last_used_at=utcnow())
-                )
+                await repo.mark_used(db, key_id, utcnow())
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now + self.cache_seconds, caller)
         return caller
 
 
-def _info(row: ApiKey, user: str) -> KeyPublic:
-    return KeyPublic(
+def _info(row: ApiKey, user: str) -> KeyInfo:
+    return KeyInfo(
         id=row.id,
         user_id=row.user_id,
         user=user,

@@ -10,52 +10,51 @@ length of a stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from streamforge.chains.core.llm_setup import ProviderRegistry
-from streamforge.chains.providers.base import (
-    GenerationRequest,
-    Provider,
-    ProviderBusy,
-    ProviderError,
-)
-from streamforge.chains.rag import StreamForgeRetriever, from_document, grounded_prompt
+from streamforge.chains.providers.base import GenerationRequest, Provider
 from streamforge.config.settings import Settings
 from streamforge.db.database import Database
 from streamforge.db.ids import is_valid_id, new_id
-from streamforge.errors import (
-    NotFound,
-    ProviderUnavailable,
-    ServiceUnavailable,
-    TooManyRequests,
-    ValidationFailed,
-)
+from streamforge.errors import NotFound, ValidationFailed
 from streamforge.models import Message, MessageRole, MessageStatus
 from streamforge.repositories import sessions as repo
-from streamforge.schemas.chat import ChatRequest
-from streamforge.schemas.documents import RagOptions, rag_options
-from streamforge.services.generation import FINISH_REASON, Outcome, RetryPolicy, generate
+from streamforge.services.auth import Caller
+from streamforge.services.generation import FINISH_REASON, Outcome
 from streamforge.services.memory import MemoryService, SessionMemory, StoredTurn
-from streamforge.services.retrieval import RetrievalService
+from streamforge.services.pipeline import Grounding, Reservation, TurnPipeline
 from streamforge.services.streams import StreamManager, StreamRun
 from streamforge.services.templates import TemplateService
 from streamforge.streaming.events import EventType
-from streamforge.streaming.log import (
-    EventLogUnavailable,
-    StreamReader,
-    closed_stream,
-)
+from streamforge.streaming.log import StreamReader, closed_stream
 
 # How long a retry waits for the first attempt's stream to appear in a shared event log.
 _ATTACH_WAIT = 3.0
 # How long a cancel sent to another worker waits for the stream's end.
 _CANCEL_WAIT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """A message for a session (a new one when ``session_id`` is None), and how to answer."""
+
+    message: str
+    session_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stop: Sequence[str] = ()
+    template: str | None = None
+    variables: Mapping[str, str] | None = None
+    idempotency_key: str | None = None
+    grounding: Grounding | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,38 +70,20 @@ class Turn:
     attached: bool = False
 
 
+@dataclass(slots=True)
+class _Stored:
+    """What ``_store`` wrote, for the producer."""
+
+    session_id: str
+    user_id: str
+    assistant_id: str
+    system: str
+    history: list[StoredTurn]
+    memory: SessionMemory
+    template: dict[str, Any] = field(default_factory=dict)
+
+
 logger = logging.getLogger(__name__)
-
-
-def busy(exc: ProviderBusy) -> TooManyRequests:
-    seconds = max(1, round(exc.retry_after))
-    return TooManyRequests(exc.message, headers={"Retry-After": str(seconds)})
-
-
-def admit_first(
-    chain: list[Provider],
-) -> tuple[list[Provider], contextlib.AbstractContextManager[None]]:
-    """Reserve a place for one generation on the first provider of ``chain`` that can take it.
-
-    A busy provider answers 429 at once. One that cannot run at all now (the local model's
-    process is down) gives way to the next provider of the chain, or, with none left, 503.
-    Returns the chain from the admitting provider on, and its reservation (entered)."""
-    for index, provider in enumerate(chain):
-        admission = provider.admit()
-        try:
-            admission.__enter__()
-        except ProviderBusy as exc:
-            raise busy(exc) from None
-        except ProviderError as exc:
-            if index + 1 < len(chain):
-                logger.warning("provider %s unavailable (%s): falling back", provider.name, exc)
-                continue
-            raise ProviderUnavailable(
-                f"the {provider.name} provider is unavailable: {exc.message}",
-                headers={"Retry-After": "5"},
-            ) from None
-        return chain[index:], admission
-    raise ProviderUnavailable("no provider is configured")
 
 
 class ChatService:
@@ -110,78 +91,120 @@ class ChatService:
         self,
         settings: Settings,
         database: Database,
-        providers: ProviderRegistry,
-        streams: StreamManager,
+        pipeline: TurnPipeline,
         templates: TemplateService,
         memory: MemoryService,
-        retrieval: RetrievalService,
         worker_id: str | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.settings = settings
         self.database = database
-        self.providers = providers
-        self.streams = streams
+        self.pipeline = pipeline
+        self.streams: StreamManager = pipeline.streams
         self.templates = templates
         self.memory = memory
-        self.retrieval = retrieval
-        self.policy = RetryPolicy(
-            attempts=settings.llm.attempts,
-            backoff=settings.llm.retry_backoff,
-            first_token_timeout=settings.llm.first_token_timeout,
-        )
 
-    def provider_chain(self, name: str | None) -> list[Provider]:
-        """The chosen provider, then the configured fallbacks (each once)."""
-        primary = self.providers.get(name)
-        chain = [primary]
-        for fallback in self.settings.llm.fallbacks:
-            if fallback in self.providers and all(p.name != fallback for p in chain):
-                chain.append(self.providers.get(fallback))
-        return chain
-
-    async def start(self, owner_id: str, request: ChatRequest) -> Turn:
-        limit = self.settings.limits.max_message_chars
-        if len(request.message) > limit:
-            raise ValidationFailed(f"message is longer than {limit} characters")
-        if request.session_id is not None and not is_valid_id(request.session_id):
-            raise ValidationFailed("session_id is not a valid session id")
-        if self.streams.closing:
-            raise ServiceUnavailable("the server is shutting down; send the message again")
-        key = request.idempotency_key
-        if key is not None:
-            attached = await self.attach(owner_id, key)
-            if attached is not None:
-                return attached
-        rag = rag_options(request.rag)
-        if rag is not None:
-            # Unknown collections are a 404 now, before anything is stored or streamed.
-            await self.retrieval.collections(owner_id, rag.collections)
-        chain, admission = admit_first(self.provider_chain(request.provider))
-        try:
-            return await self._start(owner_id, request, chain, admission)
-        except IntegrityError:
-            admission.__exit__(None, None, None)
-            # A retry raced the first attempt with the same key: the first one stored it.
+    async def start(self, caller: Caller, request: TurnRequest) -> Turn:
+        owner_id = caller.user_id
+        pipeline = self.pipeline
+        async with pipeline.reserve(caller) as reservation:
+            pipeline.check_text(request.message, "message")
+            if request.session_id is not None and not is_valid_id(request.session_id):
+                raise ValidationFailed("session_id is not a valid session id")
+            pipeline.check_open("message")
+            key = request.idempotency_key
             if key is not None:
                 attached = await self.attach(owner_id, key)
                 if attached is not None:
-                    return attached
-            raise
-        except BaseException:
-            admission.__exit__(None, None, None)
-            raise
+                    return attached  # a retry: no new generation, the slot goes back
+            await pipeline.check_grounding(owner_id, request.grounding)
+            chain = reservation.admit(pipeline.chain(pipeline.providers.get(request.provider)))
+            try:
+                return await self._start(reservation, request, chain)
+            except IntegrityError:
+                # A retry raced the first attempt with the same key: the first one stored it.
+                reservation.release_admission()
+                if key is not None:
+                    attached = await self.attach(owner_id, key)
+                    if attached is not None:
+                        return attached
+                raise
 
     async def _start(
-        self,
-        owner_id: str,
-        request: ChatRequest,
-        chain: list[Provider],
-        admission: contextlib.AbstractContextManager[None],
+        self, reservation: Reservation, request: TurnRequest, chain: list[Provider]
     ) -> Turn:
+        owner_id = reservation.owner_id
         provider = chain[0]
         model = provider.model_for(request.model)
         stream_id = new_id()
+        stored = await self._store(owner_id, request, stream_id, provider.name, model)
+        max_tokens = request.max_tokens or provider.default_max_tokens
+        grounding = request.grounding
+        pipeline = self.pipeline
+
+        async def prepare(run: StreamRun) -> GenerationRequest:
+            system = stored.system
+            if grounding is not None:
+                system, citations = await pipeline.ground(
+                    run, owner_id, request.message, grounding, system
+                )
+                async with self.database.write() as db:
+                    await repo.set_citations(db, stored.assistant_id, citations)
+            assembled = await self.memory.assemble(
+                owner_id=owner_id,
+                session_id=stored.session_id,
+                provider=provider,
+                system=system,
+                history=stored.history,
+                memory=stored.memory,
+                message=request.message,
+                max_tokens=max_tokens,
+            )
+            return GenerationRequest(
+                messages=assembled.messages,
+                model=request.model,
+                temperature=request.temperature,
+                max_tokens=max_tokens,
+                stop=list(request.stop),
+            )
+
+        async def finish(outcome: Outcome) -> None:
+            async with self.database.write() as db:
+                await repo.finish_message(
+                    db,
+                    stored.assistant_id,
+                    status=outcome.status.value,
+                    content=outcome.text,
+                    provider=outcome.provider,
+                    model=outcome.model or model,
+                    prompt_tokens=outcome.usage.prompt_tokens,
+                    completion_tokens=outcome.usage.completion_tokens,
+                    error=outcome.error,
+                )
+
+        run = await reservation.launch(
+            stream_id,
+            chain,
+            prepare,
+            finish,
+            message_id=stored.assistant_id,
+            opening={
+                "session_id": stored.session_id,
+                "stream_id": stream_id,
+                "user_message_id": stored.user_id,
+                "assistant_message_id": stored.assistant_id,
+                "provider": provider.name,
+                "model": model,
+                "template": stored.template,
+            },
+        )
+        return Turn(stored.session_id, stream_id, stored.user_id, stored.assistant_id, run.buffer)
+
+    async def _store(
+        self, owner_id: str, request: TurnRequest, stream_id: str, provider: str, model: str
+    ) -> _Stored:
+        """Commit the user message and a ``streaming`` reply (a new session first, if asked
+        for), before anything is acknowledged."""
         async with self.database.write() as db:
             if request.session_id is None:
                 template = await self.templates.resolve(owner_id, request.template)
@@ -227,83 +250,13 @@ class ChatService:
                 role=MessageRole.ASSISTANT,
                 content="",
                 status=MessageStatus.STREAMING,
-                provider=provider.name,
+                provider=provider,
                 model=model,
                 stream_id=stream_id,
                 worker_id=self.worker_id,
             )
-            session_id, user_id, assistant_id = session.id, user.id, assistant.id
-
-        max_tokens = request.max_tokens or provider.default_max_tokens
-        rag = rag_options(request.rag)
-        run_ref: list[StreamRun] = []
-
-        async def prepare() -> GenerationRequest:
-            grounded = system
-            if rag is not None:
-                grounded = await self.ground(
-                    run_ref[0], owner_id, request.message, rag, system, assistant_id
-                )
-            assembled = await self.memory.assemble(
-                owner_id=owner_id,
-                session_id=session_id,
-                provider=provider,
-                system=grounded,
-                history=history,
-                memory=memory,
-                message=request.message,
-                max_tokens=max_tokens,
-            )
-            return GenerationRequest(
-                messages=assembled.messages,
-                model=request.model,
-                temperature=request.temperature,
-                max_tokens=max_tokens,
-                stop=list(request.stop or []),
-            )
-
-        async def finish(outcome: Outcome) -> None:
-            async with self.database.write() as db:
-                await repo.finish_message(
-                    db,
-                    assistant_id,
-                    status=outcome.status.value,
-                    content=outcome.text,
-                    provider=outcome.provider,
-                    model=outcome.model or model,
-                    prompt_tokens=outcome.usage.prompt_tokens,
-                    completion_tokens=outcome.usage.completion_tokens,
-                    error=outcome.error,
-                )
-
-        async def produce(run: StreamRun) -> None:
-            await generate(
-                run,
-                chain,
-                prepare,
-                self.policy,
-                finish,
-                admitted=admission,
-                extra_done={"message_id": assistant_id},
-            )
-
-        run = self.streams.start(stream_id, produce, owner_id)
-        run.message_id = assistant_id
-        run_ref.append(run)
-        # Logged before the producer task first runs, so ``session`` is always event 1.
-        run.buffer.append(
-            EventType.SESSION,
-            {
-                "session_id": session_id,
-                "stream_id": stream_id,
-                "user_message_id": user_id,
-                "assistant_message_id": assistant_id,
-                "provider": provider.name,
-                "model": model,
-                "template": {"name": template.name, "version": template.version},
-            },
-        )
-        return Turn(session_id, stream_id, user_id, assistant_id, run.buffer)
+            shown = {"name": template.name, "version": template.version}
+            return _Stored(session.id, user.id, assistant.id, system, history, memory, shown)
 
     async def attach(self, owner_id: str, key: str) -> Turn | None:
         """The turn a POST /chat with this idempotency key started, if there was one: its
@@ -343,42 +296,11 @@ class ChatService:
         ``cancelled`` with its text so far. True when the stream ended cancelled, by this call
         or an earlier one; False when it ended some other way (completed, failed,
         interrupted) or its end did not come in time."""
-        try:
-            reader = await self.open_stream(owner_id, stream_id)
-        except EventLogUnavailable as exc:
-            raise ServiceUnavailable(exc.message) from None
+        reader = await self.open_stream(owner_id, stream_id)
         if reader is None:
             raise NotFound(f"stream {stream_id!r} not found")
-        try:
-            done = await self.streams.cancel(reader, timeout=_CANCEL_WAIT)
-        except EventLogUnavailable as exc:
-            raise ServiceUnavailable(exc.message) from None
+        done = await self.streams.cancel(reader, timeout=_CANCEL_WAIT)
         return done is not None and done.get("status") == MessageStatus.CANCELLED.value
-
-    async def ground(
-        self,
-        run: StreamRun,
-        owner_id: str,
-        question: str,
-        rag: RagOptions,
-        system: str,
-        assistant_id: str | None,
-    ) -> str:
-        """Retrieve for the question, log ``sources``, store them, and extend the prompt."""
-        retriever = StreamForgeRetriever(
-            service=self.retrieval,
-            owner_id=owner_id,
-            collections=rag.collections,
-            top_k=rag.top_k or self.settings.retrieval.top_k,
-        )
-        chunks = [from_document(d) for d in await retriever.ainvoke(question)]
-        snippet = self.settings.retrieval.snippet_chars
-        citations = [chunk.citation(index, snippet) for index, chunk in enumerate(chunks, start=1)]
-        run.buffer.append(EventType.SOURCES, {"sources": citations})
-        if assistant_id is not None:
-            async with self.database.write() as db:
-                await repo.set_citations(db, assistant_id, citations)
-        return grounded_prompt(system, chunks)
 
 
 def _replay(user: Message, reply: Message) -> StreamReader:

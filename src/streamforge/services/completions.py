@@ -1,25 +1,25 @@
-"""Stateless completions for the OpenAI-compatible API.
+"""Stateless completions: the conversation comes with every request, nothing is stored.
 
 Like OpenAI's own endpoint, ``/v1/chat/completions`` receives the whole conversation with
-every request and keeps nothing: no session, no stored messages. It runs on the same
-generation core and event log as ``/chat`` — retries, fallback, cancellation — and only the
-wire encoder differs.
+every request and keeps nothing: no session, no stored messages. It runs on the same turn
+pipeline and event log as ``/chat`` — reservations, retries, fallback, cancellation — and
+only the wire encoder differs; so will every other stateless wire format.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from streamforge.chains.core.llm_setup import ProviderRegistry
 from streamforge.chains.providers.base import ChatTurn, GenerationRequest, Provider
 from streamforge.db.ids import new_id
-from streamforge.errors import NotFound, ServiceUnavailable
-from streamforge.models.base import LOCAL_OWNER
-from streamforge.schemas.documents import RagOptions
-from streamforge.services.chat import ChatService, admit_first
-from streamforge.services.generation import Outcome, generate
-from streamforge.services.streams import StreamManager, StreamRun
+from streamforge.errors import NotFound
+from streamforge.services.auth import Caller
+from streamforge.services.generation import Outcome
+from streamforge.services.pipeline import Grounding, TurnPipeline
+from streamforge.services.streams import StreamRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,25 +28,24 @@ class Completion:
     provider: str
     model: str
     run: StreamRun
+    # The answer limit the generation runs with (to tell "length" from "stop").
+    limit: int
 
 
 @dataclass(frozen=True, slots=True)
 class CompletionRequest:
     model: str
-    messages: list[ChatTurn]
+    messages: Sequence[ChatTurn]
     temperature: float | None = None
     max_tokens: int | None = None
-    stop: tuple[str, ...] = ()
-    rag: RagOptions | None = None
+    stop: Sequence[str] = ()
+    grounding: Grounding | None = None
 
 
 class CompletionService:
-    def __init__(
-        self, providers: ProviderRegistry, streams: StreamManager, chat: ChatService
-    ) -> None:
-        self.providers = providers
-        self.streams = streams
-        self.chat = chat
+    def __init__(self, pipeline: TurnPipeline) -> None:
+        self.pipeline = pipeline
+        self.providers: ProviderRegistry = pipeline.providers
 
     def resolve_model(self, spec: str) -> tuple[Provider, str | None]:
         """``local`` or ``openai`` (a provider's default model) or ``openai/gpt-4o-mini``."""
@@ -68,47 +67,43 @@ class CompletionService:
                     listed.append((f"{provider.name}/{model}", provider.name, model))
         return listed
 
-    async def start(self, request: CompletionRequest, owner_id: str = LOCAL_OWNER) -> Completion:
-        if self.streams.closing:
-            raise ServiceUnavailable("the server is shutting down; send the request again")
-        provider, model = self.resolve_model(request.model)
-        rag = request.rag
-        if rag is not None:
-            await self.chat.retrieval.collections(owner_id, rag.collections)
-        chain = [provider] + [p for p in self.chat.provider_chain(None)[1:] if p is not provider]
-        chain, admission = admit_first(chain)
-        if chain[0] is not provider:
-            provider, model = chain[0], None
-        generation = GenerationRequest(
-            messages=request.messages,
-            model=model,
-            temperature=request.temperature,
-            max_tokens=request.max_tokens or provider.default_max_tokens,
-            stop=list(request.stop),
-        )
-
-        run_ref: list[StreamRun] = []
-
-        async def prepare() -> GenerationRequest:
-            if rag is None:
-                return generation
-            question = next((t.content for t in reversed(request.messages) if t.role == "user"), "")
-            grounding = await self.chat.ground(run_ref[0], owner_id, question, rag, "", None)
-            return dataclasses.replace(
-                generation, messages=[ChatTurn("system", grounding), *generation.messages]
+    async def start(self, caller: Caller, request: CompletionRequest) -> Completion:
+        pipeline = self.pipeline
+        for index, turn in enumerate(request.messages):
+            pipeline.check_text(turn.content, f"messages[{index}]")
+        requested, model = self.resolve_model(request.model)
+        limit = request.max_tokens or requested.default_max_tokens
+        owner_id = caller.user_id
+        async with pipeline.reserve(caller) as reservation:
+            pipeline.check_open("request")
+            grounding = request.grounding
+            await pipeline.check_grounding(owner_id, grounding)
+            chain = reservation.admit(pipeline.chain(requested))
+            provider = chain[0]
+            if provider is not requested:
+                model = None
+            generation = GenerationRequest(
+                messages=list(request.messages),
+                model=model,
+                temperature=request.temperature,
+                max_tokens=request.max_tokens or provider.default_max_tokens,
+                stop=list(request.stop),
             )
 
-        async def finish(_: Outcome) -> None:
-            return None
+            async def prepare(run: StreamRun) -> GenerationRequest:
+                if grounding is None:
+                    return generation
+                question = next(
+                    (t.content for t in reversed(generation.messages) if t.role == "user"), ""
+                )
+                system, _ = await pipeline.ground(run, owner_id, question, grounding, "")
+                return dataclasses.replace(
+                    generation, messages=[ChatTurn("system", system), *generation.messages]
+                )
 
-        async def produce(run: StreamRun) -> None:
-            await generate(run, chain, prepare, self.chat.policy, finish, admitted=admission)
+            async def finish(_: Outcome) -> None:
+                return None
 
-        stream_id = new_id()
-        try:
-            run = self.streams.start(stream_id, produce, owner_id)
-            run_ref.append(run)
-        except BaseException:
-            admission.__exit__(None, None, None)
-            raise
-        return Completion(stream_id, provider.name, model or provider.name, run)
+            stream_id = new_id()
+            run = await reservation.launch(stream_id, chain, prepare, finish)
+        return Completion(stream_id, provider.name, model or provider.name, run, limit)

@@ -25,6 +25,7 @@ from streamforge.chains.embeddings import (
     SentenceTransformerEmbeddings,
     aclose_embeddings,
 )
+from streamforge.chains.providers.base import approximate_tokens
 from streamforge.errors import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,10 @@ class EmbeddingService:
     @property
     def dimensions(self) -> int:
         return self.model.dimensions
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """The usage reported for embedding ``texts`` (approximate; never enforced)."""
+        return sum(max(1, approximate_tokens(text)) for text in texts)
 
     def warm_up(self) -> None:
         """Load a local model in the background, so the first search does not wait for it."""

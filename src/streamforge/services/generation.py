@@ -78,15 +78,16 @@ async def generate(
     policy: RetryPolicy,
     finish: Finish,
     *,
-    admitted: contextlib.AbstractContextManager[None] | None = None,
+    admission: contextlib.ExitStack | None = None,
     extra_done: dict[str, Any] | None = None,
 ) -> None:
     """Run as the stream's producer task.
 
     ``prepare`` builds the request (assembling memory may itself call the model); it runs
     inside the same lifecycle, so a disconnect during it is recorded like any other.
-    ``admitted`` is the first provider's reservation, taken before the request was
-    acknowledged; it is released when generation ends."""
+    ``admission`` holds the first provider's reservation, taken before the request was
+    acknowledged; it is given back as soon as that provider is done with, so a fallback does
+    not keep its place in the queue. Each fallback is admitted for its own attempts."""
     buffer = run.buffer
     request = GenerationRequest(messages=[])
     started = time.perf_counter()
@@ -114,22 +115,17 @@ async def generate(
         request = await prepare()
         for index, candidate in enumerate(providers):
             provider = candidate
-            reservation = admitted if index == 0 and admitted is not None else None
+            reservation: contextlib.AbstractContextManager[Any] = (
+                (admission or contextlib.nullcontext()) if index == 0 else candidate.admit()
+            )
             try:
-                if reservation is None and index > 0:
-                    reservation = candidate.admit()
-                    reservation.__enter__()
-                error = await _attempts(
-                    candidate, request, policy, emit, tried, lambda: bool(parts)
-                )
+                with reservation:
+                    error = await _attempts(
+                        candidate, request, policy, emit, tried, lambda: bool(parts)
+                    )
             except ProviderError as exc:  # a fallback that is busy counts as a failed attempt
                 error = exc
                 tried.append({"provider": candidate.name, "code": exc.code})
-            finally:
-                if reservation is not None:
-                    reservation.__exit__(None, None, None)
-                    if reservation is admitted:
-                        admitted = None
             if error is None:
                 status = MessageStatus.COMPLETED
                 break
@@ -143,8 +139,8 @@ async def generate(
         logger.exception("generation failed before it started")
         error = classify(exc, provider.name)
     finally:
-        if admitted is not None:
-            admitted.__exit__(None, None, None)
+        if admission is not None:
+            admission.close()  # a no-op once the first provider was done with
         text = "".join(parts)
         if usage is None:
             usage = Usage(
@@ -243,5 +239,6 @@ async def _safe_finish(finish: Finish, outcome: Outcome) -> None:
     try:
         await finish(outcome)
     except Exception:
-        # The row stays "streaming" until the pass that ends dead workers' replies marks it.
+        # The row stays "streaming", with the text of its last checkpoint, until this worker
+        # is gone and another worker's pass over dead workers' replies marks it interrupted.
         logger.exception("could not record the end of a generation")

@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streamforge import __version__
-
-if TYPE_CHECKING:
-    from streamforge.components import Components
+from streamforge.chains.core.llm_setup import ProviderRegistry
+from streamforge.services.documents import DocumentService
+from streamforge.services.embeddings import EmbeddingService
+from streamforge.services.streams import StreamManager
+from streamforge.services.workers import WorkerService
+from streamforge.stores import ChunkStore
+from streamforge.streaming.log import EventLog
 
 _CHECK_TIMEOUT = 5.0
+
+
+class Components(Protocol):
+    """What the checks read of the running components (``components.Components``, which
+    this layer does not import: it is the composition root above it)."""
+
+    engine: AsyncEngine
+    providers: ProviderRegistry
+    store: ChunkStore
+    embeddings: EmbeddingService
+    documents: DocumentService
+    streams: StreamManager
+    workers: WorkerService
+    event_log: EventLog
 
 
 async def database_health(components: Components) -> dict[str, Any]:

@@ -190,19 +190,20 @@ class RedisLimiter:
 
 class Slot:
     """A stream admitted under its key's limits; ``finish`` gives the slot back and counts
-    the tokens the stream used."""
+    the tokens the stream used (``tokens``, set when its stream has ended)."""
 
     def __init__(self, quotas: Quotas, who: str, member: str | None) -> None:
         self.quotas = quotas
         self.who = who
         self.member = member
+        self.tokens = 0
         self.done = False
 
-    async def finish(self, tokens: int = 0) -> None:
+    async def finish(self) -> None:
         if self.done:
             return
         self.done = True
-        await self.quotas.finish(self, tokens)
+        await self.quotas.finish(self, self.tokens)
 
 
 class Quotas:

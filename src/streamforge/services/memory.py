@@ -105,8 +105,6 @@ class MemoryService:
             if pending:
                 summary = await self._condense(provider, summary, pending, budget=summary_reserve)
                 await self._store(owner_id, session_id, summary, pending[-1].id)
-        else:
-            summary = None if memory.summary is None else memory.summary
 
         messages = [ChatTurn("system", system)] if system else []
         summary_tokens = 0

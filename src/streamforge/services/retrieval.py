@@ -210,6 +210,8 @@ class RetrievalService:
         store: ChunkStore,
         embedder: EmbeddingService,
         reranker: Reranker | None = None,
+        *,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -217,7 +219,7 @@ class RetrievalService:
         self.embedder = embedder
         self.reranker = reranker
         # Called with (mode, seconds) after each search (metrics).
-        self.observe: Callable[[str, float], None] | None = None
+        self.observe = observe
 
     async def collections(self, owner_id: str, refs: Sequence[str] | None) -> list[Collection]:
         """The named collections (names or ids), or all of the owner's when none are named."""

@@ -14,10 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from streamforge.db.database import Database
 from streamforge.db.ids import is_valid_id
 from streamforge.errors import NotFound
-from streamforge.models import ChatSession
+from streamforge.models import ChatSession, Message
 from streamforge.repositories import sessions as repo
-from streamforge.schemas.common import Page
-from streamforge.schemas.sessions import MessagePublic, SessionPublic
+from streamforge.services.pages import Page
 from streamforge.services.streams import StreamManager
 from streamforge.streaming.log import EventLogUnavailable
 
@@ -36,27 +35,25 @@ class SessionService:
         self.database = database
         self.streams = streams
 
-    async def create(self, owner_id: str, title: str | None) -> SessionPublic:
+    async def create(self, owner_id: str, title: str | None) -> ChatSession:
         async with self.database.write() as db:
-            session = await repo.create_session(db, owner_id, title)
-            return SessionPublic.model_validate(session)
+            return await repo.create_session(db, owner_id, title)
 
-    async def list(self, owner_id: str, *, limit: int, offset: int) -> Page[SessionPublic]:
+    async def list(self, owner_id: str, *, limit: int, offset: int) -> Page[ChatSession]:
         async with self.database.read() as db:
             rows, total = await repo.list_sessions(db, owner_id, limit=limit, offset=offset)
-            items = [SessionPublic.model_validate(row) for row in rows]
-        return Page(items=items, total=total, limit=limit, offset=offset)
+        return Page(items=list(rows), total=total, limit=limit, offset=offset)
 
-    async def get(self, owner_id: str, session_id: str) -> SessionPublic:
+    async def get(self, owner_id: str, session_id: str) -> ChatSession:
         async with self.database.read() as db:
-            return SessionPublic.model_validate(await self._load(db, owner_id, session_id))
+            return await self._load(db, owner_id, session_id)
 
-    async def rename(self, owner_id: str, session_id: str, title: str) -> SessionPublic:
+    async def rename(self, owner_id: str, session_id: str, title: str) -> ChatSession:
         async with self.database.write() as db:
             session = await self._load(db, owner_id, session_id)
             session.title = title
             await db.flush()
-            return SessionPublic.model_validate(session)
+            return session
 
     async def delete(self, owner_id: str, session_id: str) -> None:
         if not is_valid_id(session_id):
@@ -83,14 +80,13 @@ class SessionService:
 
     async def messages(
         self, owner_id: str, session_id: str, *, limit: int, offset: int
-    ) -> Page[MessagePublic]:
+    ) -> Page[Message]:
         async with self.database.read() as db:
             await self._load(db, owner_id, session_id)
             rows, total = await repo.list_messages(
                 db, owner_id, session_id, limit=limit, offset=offset
             )
-            items = [MessagePublic.model_validate(row) for row in rows]
-        return Page(items=items, total=total, limit=limit, offset=offset)
+        return Page(items=list(rows), total=total, limit=limit, offset=offset)
 
     @staticmethod
     async def _load(db: AsyncSession, owner_id: str, session_id: str) -> ChatSession:

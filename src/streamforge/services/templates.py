@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from string import Formatter
 from typing import Protocol
 
@@ -27,9 +27,10 @@ from streamforge.db.ids import is_valid_id
 from streamforge.errors import Conflict, NotFound, ValidationFailed
 from streamforge.models import PromptTemplate
 from streamforge.repositories import templates as repo
-from streamforge.schemas.common import Page
-from streamforge.schemas.templates import NAME_MAX_LENGTH, TemplatePublic
+from streamforge.services.pages import Page
 
+# Names travel in URL paths: letters, digits and "_.-", which need no escaping.
+NAME_MAX_LENGTH = 100
 DEFAULT_TEMPLATE_NAME = "default"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 _DEFAULT_DESCRIPTION = "The built-in template, used when a chat names none."
@@ -52,6 +53,20 @@ class TemplateVersion:
     version: int
     system_prompt: str
     variables: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateInfo:
+    """A template version as the API shows it; ``id`` and ``created_at`` are None for the
+    built-in default."""
+
+    id: str | None
+    name: str
+    version: int
+    description: str | None
+    system_prompt: str
+    variables: list[str]
+    created_at: datetime | None
 
 
 class Renderable(Protocol):
@@ -145,21 +160,15 @@ def _built_in(action: str) -> Conflict:
     return Conflict(f"the built-in template {DEFAULT_TEMPLATE_NAME!r} cannot be {action}")
 
 
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were stored in UTC, so say so, and both
-    # backends answer with the same timestamp.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _public(row: PromptTemplate) -> TemplatePublic:
-    return TemplatePublic(
+def _info(row: PromptTemplate) -> TemplateInfo:
+    return TemplateInfo(
         id=row.id,
         name=row.name,
         version=row.version,
         description=row.description,
         system_prompt=row.system_prompt,
         variables=sorted(row.variables),
-        created_at=_utc(row.created_at),
+        created_at=row.created_at,
     )
 
 
@@ -173,7 +182,7 @@ def _version(row: PromptTemplate) -> TemplateVersion:
     )
 
 
-DEFAULT_TEMPLATE_PUBLIC = TemplatePublic(
+DEFAULT_TEMPLATE_INFO = TemplateInfo(
     id=None,
     name=DEFAULT_TEMPLATE_NAME,
     version=1,
@@ -256,7 +265,7 @@ class TemplateService:
 
     async def create(
         self, owner_id: str, name: str, system_prompt: str, description: str | None = None
-    ) -> TemplatePublic:
+    ) -> TemplateInfo:
         """A new template at version 1, or, for a name whose template was deleted, at the
         version after the deleted ones (a name and version never mean two different texts)."""
         if name == DEFAULT_TEMPLATE_NAME:
@@ -281,46 +290,46 @@ class TemplateService:
                     system_prompt=system_prompt,
                     variables=list(variables),
                 )
-                return _public(row)
+                return _info(row)
         except IntegrityError:
             # Another request stored the same version between our read and our insert.
             raise _exists(name) from None
 
-    async def list(self, owner_id: str, *, limit: int, offset: int) -> Page[TemplatePublic]:
+    async def list(self, owner_id: str, *, limit: int, offset: int) -> Page[TemplateInfo]:
         """The latest live version of each template by name, after the built-in default."""
         # The default is item 0 of the listing; stored templates follow from item 1.
-        items = [DEFAULT_TEMPLATE_PUBLIC] if offset == 0 else []
+        items = [DEFAULT_TEMPLATE_INFO] if offset == 0 else []
         async with self.database.read() as db:
             rows, total = await repo.list_latest(
                 db, owner_id, limit=limit - len(items), offset=max(offset - 1, 0)
             )
-        items += [_public(row) for row in rows]
+        items += [_info(row) for row in rows]
         return Page(items=items, total=total + 1, limit=limit, offset=offset)
 
-    async def get(self, owner_id: str, name: str, version: int | None = None) -> TemplatePublic:
+    async def get(self, owner_id: str, name: str, version: int | None = None) -> TemplateInfo:
         if name == DEFAULT_TEMPLATE_NAME:
             if version not in (None, 1):
                 raise _not_found(name, version)
-            return DEFAULT_TEMPLATE_PUBLIC
+            return DEFAULT_TEMPLATE_INFO
         async with self.database.read() as db:
-            return _public(await self._load(db, owner_id, name, version))
+            return _info(await self._load(db, owner_id, name, version))
 
     async def versions(
         self, owner_id: str, name: str, *, limit: int, offset: int
-    ) -> Page[TemplatePublic]:
+    ) -> Page[TemplateInfo]:
         """Every live version of a template, oldest first."""
         if name == DEFAULT_TEMPLATE_NAME:
-            items = [DEFAULT_TEMPLATE_PUBLIC] if offset == 0 else []
+            items = [DEFAULT_TEMPLATE_INFO] if offset == 0 else []
             return Page(items=items, total=1, limit=limit, offset=offset)
         async with self.database.read() as db:
             await self._load(db, owner_id, name)
             rows, total = await repo.list_versions(db, owner_id, name, limit=limit, offset=offset)
-            items = [_public(row) for row in rows]
+            items = [_info(row) for row in rows]
         return Page(items=items, total=total, limit=limit, offset=offset)
 
     async def update(
         self, owner_id: str, name: str, system_prompt: str, description: str | None = None
-    ) -> TemplatePublic:
+    ) -> TemplateInfo:
         """Store the next version of a template; earlier versions stay as they were."""
         if name == DEFAULT_TEMPLATE_NAME:
             raise _built_in("updated")
@@ -337,7 +346,7 @@ class TemplateService:
                     system_prompt=system_prompt,
                     variables=list(variables),
                 )
-                return _public(row)
+                return _info(row)
         except IntegrityError:
             raise Conflict(
                 f"template {name!r} was changed by another request; retry the update"

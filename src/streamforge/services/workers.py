@@ -21,15 +21,13 @@ import contextlib
 import logging
 import os
 import socket
-from datetime import UTC, datetime, timedelta
-from typing import cast
-
-from sqlalchemy import Table, bindparam, delete, or_, select, update
+from datetime import timedelta
 
 from streamforge.db.database import Database
 from streamforge.db.ids import new_id
-from streamforge.models import Message, MessageRole, MessageStatus, Worker
+from streamforge.models import MessageStatus
 from streamforge.models.base import utcnow
+from streamforge.repositories import workers as repo
 from streamforge.services.streams import StreamManager
 from streamforge.streaming.events import EventType
 from streamforge.streaming.log import EventLog, EventLogUnavailable
@@ -48,6 +46,7 @@ class WorkerService:
         self,
         database: Database,
         log: EventLog,
+        streams: StreamManager | None = None,
         *,
         worker_id: str | None = None,
         heartbeat_interval: float = 5.0,
@@ -63,12 +62,12 @@ class WorkerService:
         self._task: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
         self.reaped = 0
-        # Set once the stream manager exists (it is built after the workers).
-        self.streams: StreamManager | None = None
+        # This worker's generations, whose replies are checkpointed (none: nothing to store).
+        self.streams = streams
 
     async def start(self) -> None:
         async with self.database.write() as db:
-            db.add(Worker(id=self.id, host=socket.gethostname()[:255], pid=os.getpid()))
+            await repo.add_worker(db, self.id, socket.gethostname()[:255], os.getpid())
         await self.reap()
         self._task = asyncio.create_task(self._beat(), name="worker-heartbeat")
         if self.checkpoint_interval > 0:
@@ -83,16 +82,14 @@ class WorkerService:
                 await asyncio.gather(task, return_exceptions=True)
         with contextlib.suppress(Exception):
             async with self.database.write() as db:
-                await db.execute(delete(Worker).where(Worker.id == self.id))
+                await repo.remove_workers(db, [self.id])
 
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
                 async with self.database.write() as db:
-                    await db.execute(
-                        update(Worker).where(Worker.id == self.id).values(heartbeat_at=utcnow())
-                    )
+                    await repo.beat(db, self.id)
                 await self.reap()
             except Exception:
                 logger.exception("worker heartbeat failed")
@@ -112,56 +109,37 @@ class WorkerService:
         pending = self.streams.unsaved()
         if not pending:
             return 0
-        rows = [
-            {"message_id": run.message_id, "text": "".join(run.parts[:count])}
+        texts = [
+            (run.message_id, "".join(run.parts[:count]))
             for run, count in pending
+            if run.message_id is not None
         ]
-        table = cast(Table, Message.__table__)
         async with self.database.write() as db:
-            # Only while still streaming: never over a reply that has since been finished.
-            await db.execute(
-                update(table)
-                .where(
-                    table.c.id == bindparam("message_id"),
-                    table.c.status == MessageStatus.STREAMING.value,
-                )
-                .values(content=bindparam("text")),
-                rows,
-            )
+            await repo.store_texts(db, texts)
         for run, count in pending:
             run.saved = count
-        return len(rows)
+        return len(texts)
 
     async def reap(self) -> int:
         """Mark the replies of dead workers interrupted; returns how many."""
         cutoff = utcnow() - timedelta(seconds=self.timeout)
         host = socket.gethostname()[:255]
         async with self.database.read() as db:
-            workers = (
-                await db.execute(select(Worker.id, Worker.host, Worker.pid, Worker.heartbeat_at))
-            ).all()
+            workers = await repo.workers(db)
             # Silent for too long, or (on this host) a process that no longer exists.
             dead = [
                 worker_id
                 for worker_id, worker_host, pid, heartbeat_at in workers
                 if worker_id != self.id
-                and (_aware(heartbeat_at) < cutoff or (worker_host == host and not _running(pid)))
+                and (heartbeat_at < cutoff or (worker_host == host and not _running(pid)))
             ]
             live = [w[0] for w in workers if w[0] not in dead]
-            rows = (
-                await db.execute(
-                    select(Message.id, Message.stream_id, Message.content).where(
-                        Message.status == MessageStatus.STREAMING.value,
-                        Message.role == MessageRole.ASSISTANT.value,
-                        or_(Message.worker_id.is_(None), Message.worker_id.not_in(live)),
-                    )
-                )
-            ).all()
+            rows = await repo.orphaned_replies(db, live)
         for message_id, stream_id, content in rows:
             await self._interrupt(message_id, stream_id, content)
         if dead:
             async with self.database.write() as db:
-                await db.execute(delete(Worker).where(Worker.id.in_(dead)))
+                await repo.remove_workers(db, dead)
         self.reaped += len(rows)
         return len(rows)
 
@@ -178,17 +156,8 @@ class WorkerService:
             if len(logged) >= len(text):
                 text = logged
         async with self.database.write() as db:
-            result = await db.execute(
-                update(Message)
-                .where(Message.id == message_id, Message.status == MessageStatus.STREAMING.value)
-                .values(
-                    status=MessageStatus.INTERRUPTED.value,
-                    content=text,
-                    error=dict(WORKER_LOST),
-                    updated_at=utcnow(),
-                )
-            )
-        if getattr(result, "rowcount", 1) == 0 or stream_id is None or events is None:
+            interrupted = await repo.interrupt_reply(db, message_id, text, dict(WORKER_LOST))
+        if not interrupted or stream_id is None or events is None:
             return
         logger.info("reply %s of a stopped worker marked interrupted", message_id)
         with contextlib.suppress(EventLogUnavailable, Exception):
@@ -219,8 +188,3 @@ def _running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite gives back naive datetimes; they were stored in UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -18,19 +18,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from streamforge.errors import EventLogUnavailable as EventLogUnavailable
 from streamforge.streaming.events import EventType, StreamEvent
 
 # A control signal between workers: {"op": "cancel" | "attach" | "detach", "stream_id": ...}.
 Signal = dict[str, Any]
-
-
-class EventLogUnavailable(Exception):
-    """The shared event log cannot be reached, or this reader was stopped (shutdown)."""
-
-    def __init__(self, message: str, code: str = "event_log_unavailable") -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 class StreamReader(Protocol):

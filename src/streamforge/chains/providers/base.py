@@ -11,6 +11,9 @@ from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from streamforge.errors import ProviderBusy as ProviderBusy
+from streamforge.errors import ProviderError as ProviderError
+
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
@@ -52,32 +55,6 @@ class Chunk:
     usage: Usage | None = None
 
 
-class ProviderError(Exception):
-    """A provider failed. ``retryable`` tells the client whether trying again may help."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str = "provider_error",
-        retryable: bool = False,
-        status: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.retryable = retryable
-        self.status = status
-
-
-class ProviderBusy(ProviderError):
-    """The provider's queue is full: the request is refused before anything is stored."""
-
-    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
-        super().__init__(message, code="provider_busy", retryable=True, status=429)
-        self.retry_after = retry_after
-
-
 @runtime_checkable
 class Provider(Protocol):
     name: str
@@ -116,9 +93,7 @@ class BaseProvider:
         return requested or self.default_model or self.name
 
     def count_tokens(self, text: str) -> int:
-        # Without the model's tokenizer: about four characters a token for English text,
-        # rounded up so budgets err on the safe side.
-        return (len(text) + 3) // 4
+        return approximate_tokens(text)
 
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
@@ -129,3 +104,9 @@ class BaseProvider:
 
     async def health(self) -> dict[str, Any]:
         return {"status": "ok"}
+
+
+def approximate_tokens(text: str) -> int:
+    """Without a model's tokenizer: about four characters a token for English text, rounded
+    up so budgets err on the safe side."""
+    return (len(text) + 3) // 4
