@@ -1,6 +1,7 @@
 """The chat page at ``/ui``: plain files served as they are (no build step, nothing fetched
 from elsewhere): ``index.html``, ``style.css``, and the script as ES modules, ``app.js`` and
-the modules it imports (``dom``, ``http``, ``sse``, ``markdown``, ``view``, ``turn``)."""
+the modules it imports (``dom``, ``http``, ``sse``, ``markdown``, ``view``, ``turn``,
+``composer``, ``sessions``, ``documents``, ``collections``, ``passage``, ``key``)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,20 @@ _ASSETS = {
     "style.css": "text/css; charset=utf-8",
 }
 # The modules app.js imports, each at /ui/<name>.js; no other name is served.
-MODULES = ("dom", "http", "sse", "markdown", "view", "turn")
+MODULES = (
+    "dom",
+    "http",
+    "sse",
+    "markdown",
+    "view",
+    "turn",
+    "composer",
+    "sessions",
+    "documents",
+    "collections",
+    "passage",
+    "key",
+)
 
 
 @router.get(
