@@ -193,7 +193,20 @@ async def test_page_is_served_with_its_files(server: ServerProcess) -> None:
 
 
 async def test_the_script_is_es_modules_served_as_static_files(server: ServerProcess) -> None:
-    modules = ("dom", "http", "sse", "markdown", "view", "turn")
+    modules = (
+        "dom",
+        "http",
+        "sse",
+        "markdown",
+        "view",
+        "turn",
+        "composer",
+        "sessions",
+        "documents",
+        "collections",
+        "passage",
+        "key",
+    )
     async with httpx.AsyncClient(base_url=server.url, trust_env=False) as client:
         texts = {name: (await client.get(f"/ui/{name}.js")).text for name in ("app", *modules)}
         for name in modules:
