@@ -127,6 +127,8 @@ def _check_supported(body: MessagesRequest) -> None:
         raise BadRequest("tools are not supported")
     if body.thinking is not None and body.thinking.get("type") != "disabled":
         raise BadRequest("extended thinking is not supported")
+    if body.output_config is not None and body.output_config.get("format") is not None:
+        raise BadRequest("output_config.format (structured output) is not supported")
 
 
 def _text(content: str | list[ContentBlockParam], where: str) -> str:

@@ -75,6 +75,9 @@ class MessagesRequest(BaseModel):
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
 
+    # Accepted without a ``format`` only: StreamForge cannot hold an answer to a JSON schema.
+    output_config: dict[str, Any] | None = None
+
     # Refused when present: StreamForge has no tools and no extended thinking.
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None

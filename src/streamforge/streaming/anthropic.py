@@ -37,6 +37,7 @@ ERROR_TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "overloaded_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 
@@ -44,6 +45,7 @@ ERROR_TYPES = {
 _STREAM_ERROR_TYPES = {
     "provider_busy": "overloaded_error",
     "provider_rate_limited": "rate_limit_error",
+    "provider_timeout": "timeout_error",
     "rate_limited": "rate_limit_error",
     "unavailable": "overloaded_error",
     "event_log_unavailable": "overloaded_error",
