@@ -91,12 +91,12 @@ async def test_sdk_creates_a_message(app_factory: AppFactory) -> None:
 
 
 async def test_sdk_streams_a_message(app_factory: AppFactory) -> None:
-    async with served(app_factory) as (_, client):
-        async with client.messages.stream(
-            model="simulated", max_tokens=1024, messages=HELLO
-        ) as stream:
-            deltas = [text async for text in stream.text_stream]
-            final = await stream.get_final_message()
+    async with (
+        served(app_factory) as (_, client),
+        client.messages.stream(model="simulated", max_tokens=1024, messages=HELLO) as stream,
+    ):
+        deltas = [text async for text in stream.text_stream]
+        final = await stream.get_final_message()
     assert deltas == WORDS
     assert final.content[0].type == "text" and final.content[0].text == DEFAULT_ANSWER
     assert final.stop_reason == "end_turn"
@@ -381,6 +381,21 @@ async def test_malformed_json_and_wrong_method_in_anthropics_error_shape(
     assert wrong_method.status_code == 405
     assert wrong_method.json()["type"] == "error"
     assert wrong_method.json()["error"]["message"]
+
+
+async def test_body_over_the_limit_is_a_413_in_anthropics_error_shape(
+    app_factory: AppFactory,
+) -> None:
+    body = {
+        "model": "simulated",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "x" * 5000}],
+    }
+    async with asgi_client(app_factory(limits={"max_body_bytes": 2048})) as client:
+        response = await client.post("/v1/messages", json=body)
+    assert response.status_code == 413
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "request_too_large"
 
 
 async def test_langchain_chat_anthropic_streams(app_factory: AppFactory) -> None:

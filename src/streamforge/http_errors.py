@@ -66,7 +66,19 @@ def _respond(
     details: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    if request.url.path.rstrip("/") in ANTHROPIC_PATHS:
+    return error_for(request.url.path, status, code, message, details, headers)
+
+
+def error_for(
+    path: str,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The error response in the shape the clients of ``path`` read."""
+    if path.rstrip("/") in ANTHROPIC_PATHS:
         # Anthropic answers every invalid request with a 400.
         shown = 400 if status == 422 else status
         return JSONResponse(
