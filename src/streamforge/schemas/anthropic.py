@@ -115,3 +115,80 @@ class AnthropicError(BaseModel):
 
     type: Literal["error"] = "error"
     error: ErrorDetail
+
+
+# The streamed events, as `event:` name → the model of its `data:` (its `type` repeats the name).
+
+
+class StartedMessage(BaseModel):
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    content: list[TextBlock] = Field(max_length=0)
+    model: str
+    stop_reason: None
+    stop_sequence: None
+    usage: MessageUsage
+
+
+class MessageStartEvent(BaseModel):
+    """First: the message, with no content yet and no stop reason."""
+
+    type: Literal["message_start"]
+    message: StartedMessage
+
+
+class ContentBlockStartEvent(BaseModel):
+    type: Literal["content_block_start"]
+    index: int
+    content_block: TextBlock
+
+
+class TextDelta(BaseModel):
+    type: Literal["text_delta"]
+    text: str
+
+
+class ContentBlockDeltaEvent(BaseModel):
+    type: Literal["content_block_delta"]
+    index: int
+    delta: TextDelta
+
+
+class ContentBlockStopEvent(BaseModel):
+    type: Literal["content_block_stop"]
+    index: int
+
+
+class MessageDeltaBody(BaseModel):
+    stop_reason: Literal["end_turn", "max_tokens", "stop_sequence"]
+    stop_sequence: str | None
+
+
+class MessageDeltaEvent(BaseModel):
+    type: Literal["message_delta"]
+    delta: MessageDeltaBody
+    usage: MessageUsage
+
+
+class MessageStopEvent(BaseModel):
+    type: Literal["message_stop"]
+
+
+class PingEvent(BaseModel):
+    type: Literal["ping"]
+
+
+ANTHROPIC_EVENTS: dict[str, tuple[type[BaseModel] | None, str]] = {
+    "message_start": (MessageStartEvent, "First: the message without content."),
+    "content_block_start": (ContentBlockStartEvent, "The one text block begins."),
+    "content_block_delta": (ContentBlockDeltaEvent, "A text delta (`text_delta`)."),
+    "content_block_stop": (ContentBlockStopEvent, "The text block ends."),
+    "message_delta": (MessageDeltaEvent, "The stop reason and the usage."),
+    "message_stop": (MessageStopEvent, "Last; the response closes after it."),
+    "ping": (PingEvent, "A heartbeat while the stream is silent."),
+    "error": (
+        AnthropicError,
+        "Instead of `message_delta` when generation fails or is cut short; last.",
+    ),
+}
