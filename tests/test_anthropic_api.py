@@ -457,3 +457,18 @@ async def test_sdk_against_the_local_model(app_factory: AppFactory) -> None:
     # An answer that ends on its own before the limit.
     assert short.stop_reason == "end_turn"
     assert short.usage.output_tokens < 200
+
+
+async def test_streams_per_key_are_limited_as_everywhere(app_factory: AppFactory) -> None:
+    probe = ProbeProvider([f" word{i}" for i in range(10)], delay=0.05)
+    async with served(app_factory, limits={"concurrent_streams": 1}) as (server, client):
+        server.components.providers.register(probe)
+        async with client.messages.stream(model="probe", max_tokens=100, messages=HELLO) as first:
+            with pytest.raises(anthropic.RateLimitError) as refused:
+                await client.messages.create(model="probe", max_tokens=100, messages=HELLO)
+            text = "".join([delta async for delta in first.text_stream])
+        after = await client.messages.create(model="probe", max_tokens=100, messages=HELLO)
+    assert refused.value.status_code == 429
+    assert refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert text == "".join(f" word{i}" for i in range(10))
+    assert after.stop_reason == "end_turn"

@@ -30,7 +30,8 @@ from streamforge.services.completions import CompletionRequest
 from streamforge.streaming.anthropic import (
     AnthropicEventEncoder,
     collect_answer,
-    stream_error_body,
+    error_body,
+    error_type,
     usage_of,
 )
 
@@ -107,9 +108,11 @@ async def create_message(
     answer = collect_answer(completion.run.buffer.events, completion.limit)
     conclusion = answer.conclusion
     if conclusion.error is not None:
+        # The type follows the status, as the SDK picks its error class by the status.
         code = str(conclusion.error.get("code") or "provider_error")
         status = _STOPPED_STATUS.get(code) or _PROVIDER_STATUS.get(code, 502)
-        return JSONResponse(stream_error_body(conclusion.error), status_code=status)
+        text = str(conclusion.error.get("message") or "generation failed")
+        return JSONResponse(error_body(error_type(status), text), status_code=status)
     message = Message(
         id=message_id,
         content=[TextBlock(text=answer.text)],
