@@ -17,6 +17,8 @@ from langchain_core.messages import AIMessageChunk
 
 from streamforge.chains.providers.base import BaseProvider, Chunk, GenerationRequest
 from streamforge.chains.providers.simulated import DEFAULT_ANSWER, SimulatedProvider, split_words
+from streamforge.streaming.anthropic import AnthropicEventEncoder
+from streamforge.streaming.events import EventType, StreamEvent
 from tests.conftest import AppFactory, LiveServer, asgi_client, live_server
 from tests.polling import eventually
 
@@ -472,3 +474,34 @@ async def test_streams_per_key_are_limited_as_everywhere(app_factory: AppFactory
     assert refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     assert text == "".join(f" word{i}" for i in range(10))
     assert after.stop_reason == "end_turn"
+
+
+async def test_encoder_writes_any_delta_as_one_data_line() -> None:
+    encoder = AnthropicEventEncoder("msg_x", 'a "model"')
+    deltas = ["line\nbreak", 'quote " and \\', "ünï 🚀", "\r\n\n", "\u2028", "event: x"]
+    events = [StreamEvent(i + 1, EventType.MESSAGE, d) for i, d in enumerate(deltas)]
+    parsed = sse_events((encoder.head() + encoder.encode(events)).decode())
+    assert parsed[0][1]["message"]["model"] == 'a "model"'
+    assert [data["delta"]["text"] for _, data in parsed[2:]] == deltas
+
+
+@pytest.mark.parametrize("reason", ["interrupted", "cancelled"])
+async def test_generation_that_did_not_finish_ends_with_an_error_event(reason: str) -> None:
+    encoder = AnthropicEventEncoder("msg_x", "m")
+    body = encoder.encode(
+        [
+            StreamEvent(1, EventType.MESSAGE, "partial"),
+            StreamEvent(2, EventType.DONE, {"finish_reason": reason, "usage": None}),
+        ]
+    )
+    names = [name for name, _ in sse_events(body.decode())]
+    assert names == ["content_block_delta", "error"]
+    error = sse_events(body.decode())[-1][1]
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "api_error"
+    assert reason in error["error"]["message"]
+    # A stream the server cuts (the shared event log gone) tells the client to come back.
+    cut = sse_events(encoder.interrupt({"code": "event_log_unavailable", "message": "x"}).decode())
+    assert cut == [
+        ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "x"}})
+    ]
