@@ -378,11 +378,14 @@ async def test_malformed_json_and_wrong_method_in_anthropics_error_shape(
             "/v1/messages", content=b"{", headers={"content-type": "application/json"}
         )
         wrong_method = await client.get("/v1/messages")
+        unknown = await client.post("/v1/messages/count_tokens", json={})
     assert malformed.status_code == 400
     assert malformed.json()["error"]["type"] == "invalid_request_error"
     assert wrong_method.status_code == 405
     assert wrong_method.json()["type"] == "error"
     assert wrong_method.json()["error"]["message"]
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["type"] == "not_found_error"
 
 
 async def test_body_over_the_limit_is_a_413_in_anthropics_error_shape(

@@ -54,7 +54,7 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-# Paths whose errors take Anthropic's shape.
+# Paths (and the paths under them) whose errors take Anthropic's shape.
 ANTHROPIC_PATHS = frozenset({"/v1/messages"})
 
 
@@ -78,7 +78,7 @@ def error_for(
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """The error response in the shape the clients of ``path`` read."""
-    if path.rstrip("/") in ANTHROPIC_PATHS:
+    if any(path == p or path.startswith(p + "/") for p in ANTHROPIC_PATHS):
         # Anthropic answers every invalid request with a 400.
         shown = 400 if status == 422 else status
         return JSONResponse(
