@@ -391,6 +391,11 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "messages": [{"role": "user", "content": "hi"}],
     },
     ("POST", "/v1/embeddings"): {"model": "simulated", "input": "hello"},
+    ("POST", "/v1/messages"): {
+        "model": "simulated",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+    },
     ("POST", "/admin/users"): {"name": "mallory"},
     ("POST", "/admin/keys"): {"user": "mallory"},
 }
@@ -495,7 +500,9 @@ async def test_nul_in_any_string_of_any_request_model_is_a_422_on_postgres(
                                 method, target, json=body, headers=headers
                             )
                             sent.append(what)
-                            if response.status_code != 422:
+                            # Anthropic's Messages API refuses an invalid body with a 400.
+                            invalid = 400 if path == "/v1/messages" else 422
+                            if response.status_code != invalid:
                                 wrong.append((what, response.status_code, response.text[:200]))
                     if "multipart/form-data" in content:
                         form = walk.resolve(content["multipart/form-data"]["schema"])

@@ -19,7 +19,12 @@ from tests.rag_support import BEES, create_collection, ingest, markdown_bytes
 from tests.sse_client import read_chat
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
-STREAMS = {"/chat": "post", "/chat/streams/{stream_id}": "get", "/v1/chat/completions": "post"}
+STREAMS = {
+    "/chat": "post",
+    "/chat/streams/{stream_id}": "get",
+    "/v1/chat/completions": "post",
+    "/v1/messages": "post",
+}
 
 
 @pytest.fixture
@@ -86,7 +91,9 @@ def test_every_error_response_is_the_json_it_is(document: dict[str, Any]) -> Non
                 content = response["content"]
                 assert list(content) == ["application/json"], (method, path, status)
                 schema = content["application/json"]["schema"]
-                assert schema == {"$ref": "#/components/schemas/ErrorResponse"}
+                # Anthropic's Messages API answers in Anthropic's error shape.
+                shape = "AnthropicError" if path == "/v1/messages" else "ErrorResponse"
+                assert schema == {"$ref": f"#/components/schemas/{shape}"}
     # Not FastAPI's own shape for 422 (which the server never sends), e.g. on /v1/models/{model}.
     assert "HTTPValidationError" not in orjson.dumps(document).decode()
     assert "422" in document["paths"]["/v1/models/{model}"]["get"]["responses"]
@@ -128,6 +135,18 @@ def test_every_stream_lists_its_events_with_schemas(document: dict[str, Any]) ->
         if path.startswith("/chat"):
             assert set(events) == {"message", "session", "sources", "usage", "error", "done"}
             assert stream["example"].startswith("retry: ")
+        elif path == "/v1/messages":
+            assert set(events) == {
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop",
+                "ping",
+                "error",
+            }
+            assert stream["example"].rstrip().endswith('data: {"type":"message_stop"}')
         else:
             assert set(events) == {"chunk", "error", "done"}
             assert stream["example"].rstrip().endswith("data: [DONE]")
@@ -175,6 +194,23 @@ async def test_real_streams_match_their_event_schemas(app: FastAPI) -> None:
         for line in lines[:-1]:
             errors = list(chunk.iter_errors(orjson.loads(line)))
             assert not errors, (line, errors[0])
+
+        # Anthropic's format: every event's data matches the schema listed for its name.
+        response = await client.post(
+            "/v1/messages",
+            json={
+                "model": "simulated",
+                "max_tokens": 5,
+                "messages": body["messages"],
+                "stream": True,
+            },
+        )
+        named = [block.split("\n") for block in response.text.split("\n\n") if block]
+        assert [lines[0] for lines in named][-1] == "event: message_stop"
+        for event_line, data_line in named:
+            name, data = event_line.removeprefix("event: "), orjson.loads(data_line[6:])
+            errors = list(event_schema(document, "/v1/messages", name).iter_errors(data))
+            assert not errors, (name, data, errors[0])
 
 
 async def test_documents_and_schema_are_served(app: FastAPI) -> None:

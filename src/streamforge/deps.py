@@ -66,7 +66,12 @@ async def authenticate(request: Request) -> None:
         return
     if public:
         return
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    headers = request.headers
+    if "authorization" not in headers and "x-api-key" in headers:
+        # Anthropic's clients send the key in its own header.
+        scheme, key = "bearer", headers["x-api-key"]
+    else:
+        scheme, _, key = headers.get("authorization", "").partition(" ")
     key = key.strip()
     challenge = {"WWW-Authenticate": "Bearer"}
     if scheme.lower() != "bearer" or not key:

@@ -1,4 +1,8 @@
-"""Every error response has one shape: ``{"error": {"code", "message", "details"?}}``."""
+"""Every error response has one shape: ``{"error": {"code", "message", "details"?}}``.
+
+Except on Anthropic's Messages API (``/v1/messages``), whose clients read Anthropic's shape:
+``{"type": "error", "error": {"type", "message"}}``, with a 400 for every invalid request.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from streamforge.errors import AppError, EventLogUnavailable, ProviderBusy
+from streamforge.streaming.anthropic import error_body, error_type
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +54,39 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+# Paths (and the paths under them) whose errors take Anthropic's shape.
+ANTHROPIC_PATHS = frozenset({"/v1/messages"})
+
+
+def _respond(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    return error_for(request.url.path, status, code, message, details, headers)
+
+
+def error_for(
+    path: str,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The error response in the shape the clients of ``path`` read."""
+    if any(path == p or path.startswith(p + "/") for p in ANTHROPIC_PATHS):
+        # Anthropic answers every invalid request with a 400.
+        shown = 400 if status == 422 else status
+        return JSONResponse(
+            error_body(error_type(shown), message), status_code=shown, headers=headers
+        )
+    return error_response(status, code, message, details, headers)
+
+
 def _plain(value: Any) -> Any:
     # Validation errors can carry the offending input, which may hold bytes or lone surrogates
     # that JSON cannot encode; keep the details printable.
@@ -63,10 +101,10 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     code = next((code for kind, code in _HTTP_CODE_OF if isinstance(exc, kind)), exc.code)
-    return error_response(exc.status_code, code, exc.message, _plain(exc.details), exc.headers)
+    return _respond(request, exc.status_code, code, exc.message, _plain(exc.details), exc.headers)
 
 
 def _where(loc: Sequence[Any], body: Any, missing: bool) -> list[str | int]:
@@ -109,11 +147,11 @@ def _message(error: Mapping[str, Any]) -> str:
     return message
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(error.get("type") == "json_invalid" for error in errors):
-        return error_response(400, "malformed_json", "the request body is not valid JSON")
+        return _respond(request, 400, "malformed_json", "the request body is not valid JSON")
     details = [
         {
             "loc": _where(error.get("loc", ()), exc.body, error.get("type") == "missing"),
@@ -126,18 +164,18 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     # into the value says most.
     first = max(details, key=lambda d: len(d["loc"])) if details else {"loc": [], "msg": "?"}
     where = ".".join(str(part) for part in first["loc"] if part != "body") or "request"
-    return error_response(422, "validation_error", f"{where}: {first['msg']}", _plain(details))
+    return _respond(request, 422, "validation_error", f"{where}: {first['msg']}", _plain(details))
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    return _respond(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal_error", "internal server error")
+    return _respond(request, 500, "internal_error", "internal server error")
 
 
 def install(app: FastAPI) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streamforge.errors import PayloadTooLarge
-from streamforge.http_errors import error_response
+from streamforge.http_errors import error_for
 
 
 class StartupErrors:
@@ -101,7 +101,7 @@ class BodyLimitMiddleware:
         if limit is not None:
             # A large chunked body (an upload) is not buffered here: it is counted as the app
             # reads it, and reading past the limit raises a 413 inside the app.
-            counted = _Counted(receive, send, limit, self._drain)
+            counted = _Counted(receive, send, limit, self._drain, scope.get("path", ""))
             await self.app(scope, counted.receive, counted.send)
             return
         if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
@@ -155,7 +155,9 @@ class BodyLimitMiddleware:
         scope: Scope, receive: Receive, send: Send, status: int, message: str
     ) -> None:
         code = {413: "payload_too_large", 431: "headers_too_large"}.get(status, "bad_request")
-        response = error_response(status, code, message, headers={"Connection": "close"})
+        response = error_for(
+            scope.get("path", ""), status, code, message, headers={"Connection": "close"}
+        )
         await response(scope, receive, send)
 
 
@@ -169,8 +171,10 @@ class _Counted:
         send: Send,
         limit: int,
         drain: Callable[[Receive, int], Awaitable[None]],
+        path: str = "",
     ) -> None:
         self._drain = drain
+        self._path = path
         self._receive = receive
         self._send = send
         self.limit = limit
@@ -193,7 +197,8 @@ class _Counted:
         if message["type"] == "http.response.start" and not self._replaced:
             self._replaced = True
             await self._drain(self._receive, self.size)
-            refusal = error_response(
+            refusal = error_for(
+                self._path,
                 413,
                 "payload_too_large",
                 f"request body is larger than {self.limit} bytes",

@@ -19,7 +19,9 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from streamforge.schemas.anthropic import ANTHROPIC_EVENTS
 from streamforge.schemas.events import OPENAI_EVENTS, PLAIN_EVENTS, event_models
+from streamforge.streaming.anthropic import error_body, error_type
 
 _REF = "#/components/schemas/{model}"
 _ERROR = {"$ref": _REF.format(model="ErrorResponse")}
@@ -75,11 +77,34 @@ _OPENAI_STREAM_EXAMPLE = (
     '"logprobs":null,"finish_reason":"stop"}]}\n\n'
     "data: [DONE]\n\n"
 )
+_ANTHROPIC_STREAM_EXAMPLE = (
+    "event: message_start\n"
+    'data: {"type":"message_start","message":{"id":"msg_0190f1c2","type":"message",'
+    '"role":"assistant","content":[],"model":"simulated","stop_reason":null,'
+    '"stop_sequence":null,"usage":{"input_tokens":0,"output_tokens":0}}}\n\n'
+    "event: content_block_start\n"
+    'data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'
+    "\n\n"
+    "event: content_block_delta\n"
+    'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta",'
+    '"text":"Hello!"}}\n\n'
+    "event: content_block_stop\n"
+    'data: {"type":"content_block_stop","index":0}\n\n'
+    "event: message_delta\n"
+    'data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},'
+    '"usage":{"input_tokens":1,"output_tokens":1}}\n\n'
+    "event: message_stop\n"
+    'data: {"type":"message_stop"}\n\n'
+)
 _STREAMS: dict[str, tuple[dict[str, tuple[type[BaseModel] | None, str]], str]] = {
     "/chat": (PLAIN_EVENTS, _PLAIN_STREAM_EXAMPLE),
     "/chat/streams/{stream_id}": (PLAIN_EVENTS, _PLAIN_STREAM_EXAMPLE),
     "/v1/chat/completions": (OPENAI_EVENTS, _OPENAI_STREAM_EXAMPLE),
+    "/v1/messages": (ANTHROPIC_EVENTS, _ANTHROPIC_STREAM_EXAMPLE),
 }
+# Paths whose errors have Anthropic's shape (``http_errors.py``).
+_ANTHROPIC_ERROR = {"$ref": _REF.format(model="AnthropicError")}
+_ANTHROPIC_ERROR_PATHS = frozenset({"/v1/messages"})
 
 _ID = "0190f1c2-8d3a-7b4e-9f00-3c2a1b0d9e8f"
 # Request bodies whose schema has no example of its own, by schema name.
@@ -139,9 +164,16 @@ def error_example(status: int) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def anthropic_error_example(status: int) -> dict[str, Any]:
+    shown = 400 if status == 422 else status
+    message = error_example(status)["error"]["message"]
+    return error_body(error_type(shown), message)
+
+
 def _event_components() -> dict[str, Any]:
+    models = [*event_models(), *(m for m, _ in ANTHROPIC_EVENTS.values() if m is not None)]
     _, schema = models_json_schema(
-        [(model, "serialization") for model in event_models()], ref_template=_REF
+        [(model, "serialization") for model in models], ref_template=_REF
     )
     definitions: dict[str, Any] = schema.get("$defs", {})
     return definitions
@@ -174,11 +206,21 @@ def refine(document: dict[str, Any]) -> dict[str, Any]:
         for method, operation in operations.items():
             if method not in _METHODS:
                 continue
+            if path in _ANTHROPIC_ERROR_PATHS:
+                # Anthropic answers an invalid request with a 400, never a 422.
+                operation.get("responses", {}).pop("422", None)
             for status, response in operation.get("responses", {}).items():
                 if not status.isdigit():
                     continue
                 code = int(status)
-                if code >= 400:
+                if code >= 400 and path in _ANTHROPIC_ERROR_PATHS:
+                    response["content"] = {
+                        "application/json": {
+                            "schema": _ANTHROPIC_ERROR,
+                            "example": anthropic_error_example(code),
+                        }
+                    }
+                elif code >= 400:
                     response["content"] = {
                         "application/json": {"schema": _ERROR, "example": error_example(code)}
                     }

@@ -93,6 +93,10 @@ class DoneEvent(_Event):
     reason: str | None = Field(
         default=None, examples=["shutdown", "session_deleted", "worker_lost"]
     )
+    stop_sequence: str | None = Field(
+        default=None,
+        description="The stop sequence the answer ended on, when the provider says which",
+    )
     usage: UsageEvent | None = None
     timings: Timings | None = None
     replayed: bool | None = None

@@ -94,6 +94,7 @@ async def generate(
     first_token_at: float | None = None
     parts = run.parts  # the run's own list, so checkpoints see the text so far
     usage: Usage | None = None
+    stop_sequence: str | None = None
     status = MessageStatus.FAILED
     error: ProviderError | None = None
     provider = providers[0]
@@ -101,9 +102,11 @@ async def generate(
     normaliser = LineBreakNormaliser()
 
     def emit(chunk: Chunk) -> None:
-        nonlocal usage, first_token_at
+        nonlocal usage, first_token_at, stop_sequence
         if chunk.usage is not None:
             usage = chunk.usage
+        if chunk.stop_sequence is not None:
+            stop_sequence = chunk.stop_sequence
         text = normaliser.feed(chunk.text) if chunk.text else ""
         if text:
             if first_token_at is None:
@@ -162,6 +165,12 @@ async def generate(
             "provider": provider.name,
             "model": model,
             **({"reason": run.stop_detail} if run.stop_detail else {}),
+            # The stop sequence the answer ended on, when the provider says which.
+            **(
+                {"stop_sequence": stop_sequence}
+                if stop_sequence is not None and status is MessageStatus.COMPLETED
+                else {}
+            ),
             **(extra_done or {}),
             "usage": usage.as_dict(),
             "timings": {

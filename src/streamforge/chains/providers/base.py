@@ -49,10 +49,12 @@ class GenerationRequest:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A piece of the answer; the last chunk of a stream may carry usage and no text."""
+    """A piece of the answer; the last chunk of a stream may carry usage and no text, and,
+    when the answer ended on one of the request's stop sequences, which one."""
 
     text: str = ""
     usage: Usage | None = None
+    stop_sequence: str | None = None
 
 
 @runtime_checkable

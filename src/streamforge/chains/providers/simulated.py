@@ -36,6 +36,26 @@ def split_words(text: str) -> list[str]:
     return deltas
 
 
+def cut_at_stop(deltas: list[str], stop: Sequence[str]) -> tuple[list[str], str | None]:
+    """The deltas up to the first stop sequence in their text (which is not sent, as a model
+    leaves it out), and that sequence; the deltas unchanged and None when none occurs."""
+    text = "".join(deltas)
+    found = [(at, sequence) for sequence in stop if sequence and (at := text.find(sequence)) >= 0]
+    if not found:
+        return deltas, None
+    at, sequence = min(found, key=lambda item: item[0])
+    kept: list[str] = []
+    length = 0
+    for delta in deltas:
+        if length + len(delta) >= at:
+            if at > length:
+                kept.append(delta[: at - length])
+            break
+        kept.append(delta)
+        length += len(delta)
+    return kept, sequence
+
+
 class SimulatedProvider(BaseProvider):
     name = "simulated"
     # No model behind it: the answer is as long as it is configured to be.
@@ -60,6 +80,11 @@ class SimulatedProvider(BaseProvider):
         self.stall_seconds = stall_seconds
 
     def deltas_for(self, request: GenerationRequest) -> list[str]:
+        return self._plan(request)[0]
+
+    def _plan(self, request: GenerationRequest) -> tuple[list[str], str | None]:
+        """The deltas to send, and the stop sequence they end on (None when they end on their
+        own or at ``max_tokens``)."""
         if self.script is not None:
             deltas = list(self.script)
         else:
@@ -70,12 +95,13 @@ class SimulatedProvider(BaseProvider):
             deltas = list(words)
             while words and len(deltas) < self.min_words:
                 deltas.extend(words if deltas[-1].endswith(" ") else [" " + words[0], *words[1:]])
-        if request.max_tokens is not None:
-            deltas = deltas[: request.max_tokens]
-        return deltas
+        deltas, stop_sequence = cut_at_stop(deltas, request.stop)
+        if request.max_tokens is not None and len(deltas) > request.max_tokens:
+            deltas, stop_sequence = deltas[: request.max_tokens], None
+        return deltas, stop_sequence
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
-        deltas = self.deltas_for(request)
+        deltas, stop_sequence = self._plan(request)
         prompt_tokens = sum(len(split_words(turn.content)) for turn in request.messages)
         for index, delta in enumerate(deltas):
             if index == self.stall_after:
@@ -83,7 +109,10 @@ class SimulatedProvider(BaseProvider):
             # sleep(0) still yields to the loop, so a zero delay never starves other streams.
             await asyncio.sleep(self.delay)
             yield Chunk(text=delta)
-        yield Chunk(usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(deltas)))
+        yield Chunk(
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(deltas)),
+            stop_sequence=stop_sequence,
+        )
 
     def count_tokens(self, text: str) -> int:
         return len(split_words(text))
