@@ -291,3 +291,54 @@ async def test_bad_requests_are_clear_4xx(app_factory: AppFactory) -> None:
             "/ai-sdk/chat/c/stream", headers={"Last-Event-ID": "not-a-number"}
         )
         assert response.status_code == 400
+
+
+def parse_events(raw: str) -> list[tuple[int | None, dict[str, Any]]]:
+    """The ``(id, part)`` of each event of a UI message stream, ``[DONE]`` left out."""
+    events: list[tuple[int | None, dict[str, Any]]] = []
+    for block in raw.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
+        data = fields.get("data")
+        if data is None or data == "[DONE]":
+            continue
+        events.append((int(fields["id"]) if "id" in fields else None, json.loads(data)))
+    return events
+
+
+def deltas(events: list[tuple[int | None, dict[str, Any]]]) -> str:
+    return "".join(part["delta"] for _, part in events if part["type"] == "text-delta")
+
+
+async def test_last_event_id_resumes_with_exactly_the_rest(app_factory: AppFactory) -> None:
+    streaming = {"simulated_delay": 0.03, "disconnect_policy": "continue", "disconnect_grace": 30}
+    app = app_factory(streaming=streaming, llm=LONG)
+    async with live_server(app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        body = {"id": "chat-leid", "messages": [user("Tell me a long story")]}
+        received = ""
+        async with client.stream("POST", "/ai-sdk/chat", json=body) as response:
+            assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+            async for chunk in response.aiter_text():
+                received += chunk
+                complete = received[: received.rfind("\n\n") + 2]
+                if deltas(parse_events(complete)).count(" ") >= 5:
+                    received = complete
+                    break
+        first = parse_events(received)
+        assert all(event_id is not None for event_id, _ in first)
+        last_id = first[-1][0]
+        session_id = first[0][1]["messageMetadata"]["session_id"]
+
+        rest = await client.get(
+            "/ai-sdk/chat/chat-leid/stream", headers={"Last-Event-ID": str(last_id)}
+        )
+        assert rest.status_code == 200
+        assert rest.headers["x-vercel-ai-ui-message-stream"] == "v1"
+        resumed = parse_events(rest.text)
+        assert resumed[0][0] is not None and resumed[0][0] > (last_id or 0)
+        kinds = [part["type"] for _, part in resumed]
+        assert kinds[0] == "text-start"
+        assert kinds[-3:] == ["text-end", "message-metadata", "finish"]
+        assert rest.text.endswith("data: [DONE]\n\n")
+        reply = (await stored(client, session_id))[-1]
+        assert reply["status"] == "completed"
+        assert deltas(first) + deltas(resumed) == reply["content"]

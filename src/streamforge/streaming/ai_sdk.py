@@ -10,8 +10,10 @@ that keeps the event's ``id:`` (so a reconnect with ``Last-Event-ID`` works as o
 - a text delta → ``text-start`` before the first one, then ``text-delta``
 - ``error`` → ``error`` (``errorText``)
 - ``usage`` → ``message-metadata`` (``{"usage": ...}``)
-- ``done`` → ``text-end``, ``abort`` when the reply was cancelled, then ``finish`` with the
-  finish reason and the reply's status as metadata
+- ``done`` → ``abort`` when the reply was cancelled, then ``finish`` with the finish reason
+  and the reply's status as metadata
+
+(``text-end`` comes before the first of these that follows the text)
 
 and the stream ends with ``data: [DONE]``. Heartbeats are ``: ping`` comments, which the AI
 SDK's parser skips.
@@ -77,31 +79,37 @@ class AiSdkEncoder:
                 parts.append({"type": "text-start", "id": self.text_id})
             parts.append({"type": "text-delta", "id": self.text_id, "delta": data})
             return parts
+        # Whatever follows the text (an error, the usage, the end) ends the text part first.
+        closing = self._close_text()
         if kind is EventType.SESSION:
             metadata = {key: data[key] for key in _IDS if key in data}
             return [
+                *closing,
                 {
                     "type": "start",
                     "messageId": data.get("assistant_message_id"),
                     "messageMetadata": metadata,
-                }
+                },
             ]
         if kind is EventType.SOURCES:
-            return [source_document(citation) for citation in data.get("sources") or ()]
+            return [*closing, *(source_document(c) for c in data.get("sources") or ())]
         if kind is EventType.ERROR:
             message = data.get("message") or "generation failed"
-            return [{"type": "error", "errorText": str(message)}]
+            return [*closing, {"type": "error", "errorText": str(message)}]
         if kind is EventType.USAGE:
-            return [{"type": "message-metadata", "messageMetadata": {"usage": data}}]
+            return [*closing, {"type": "message-metadata", "messageMetadata": {"usage": data}}]
         if kind is EventType.DONE:
-            return self._end(data)
-        return []
+            return [*closing, *self._end(data)]
+        return closing
+
+    def _close_text(self) -> list[dict[str, Any]]:
+        if not self._text_open:
+            return []
+        self._text_open = False
+        return [{"type": "text-end", "id": self.text_id}]
 
     def _end(self, done: dict[str, Any]) -> list[dict[str, Any]]:
         parts: list[dict[str, Any]] = []
-        if self._text_open:
-            self._text_open = False
-            parts.append({"type": "text-end", "id": self.text_id})
         reason = str(done.get("finish_reason") or "interrupted")
         if reason == "cancelled":
             parts.append({"type": "abort", "reason": "cancelled"})
