@@ -342,3 +342,25 @@ async def test_last_event_id_resumes_with_exactly_the_rest(app_factory: AppFacto
         reply = (await stored(client, session_id))[-1]
         assert reply["status"] == "completed"
         assert deltas(first) + deltas(resumed) == reply["content"]
+
+
+async def test_first_turns_sent_at_once_share_the_chat_session(
+    app_factory: AppFactory, database_url: str
+) -> None:
+    app = app_factory(database_url)
+    async with live_server(app) as server, httpx.AsyncClient(base_url=server.url) as client:
+
+        async def send(text: str) -> list[tuple[int | None, dict[str, Any]]]:
+            body = {"id": "chat-race", "messages": [user(text)]}
+            response = await client.post("/ai-sdk/chat", json=body)
+            assert response.status_code == 200, response.text
+            return parse_events(response.text)
+
+        answers = await asyncio.gather(*(send(f"Question {n}") for n in range(4)))
+        sessions = {events[0][1]["messageMetadata"]["session_id"] for events in answers}
+        assert len(sessions) == 1
+        messages = await stored(client, sessions.pop())
+        assert sorted(m["content"] for m in messages if m["role"] == "user") == [
+            f"Question {n}" for n in range(4)
+        ]
+        assert [m["status"] for m in messages if m["role"] == "assistant"] == ["completed"] * 4

@@ -138,7 +138,12 @@ class ChatService:
                     attached = await self.attach(owner_id, key)
                     if attached is not None:
                         return attached
-                raise
+                if not request.create_missing:
+                    raise
+            # Two first turns of a client's chat raced: the other one created its session,
+            # which this turn now joins.
+            chain = reservation.admit(pipeline.chain(pipeline.providers.get(request.provider)))
+            return await self._start(reservation, request, chain)
 
     async def _start(
         self, reservation: Reservation, request: TurnRequest, chain: list[Provider]
