@@ -22,6 +22,7 @@ from streamforge.errors import ConfigurationError
 from streamforge.middleware import BodyLimitMiddleware, StartupErrors
 from streamforge.routers import (
     admin,
+    ai_sdk,
     anthropic_api,
     chat,
     docs,
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(documents.router)
     app.include_router(openai_api.router)
     app.include_router(anthropic_api.router)
+    app.include_router(ai_sdk.router)
     app.include_router(admin.router)
     app.include_router(ui.router)
     docs.install(app)

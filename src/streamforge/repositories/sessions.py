@@ -12,8 +12,12 @@ from streamforge.models import ChatSession, Message, MessageRole, MessageStatus
 from streamforge.models.base import utcnow
 
 
-async def create_session(db: AsyncSession, owner_id: str, title: str | None) -> ChatSession:
+async def create_session(
+    db: AsyncSession, owner_id: str, title: str | None, session_id: str | None = None
+) -> ChatSession:
     session = ChatSession(owner_id=owner_id, title=title)
+    if session_id is not None:
+        session.id = session_id
     db.add(session)
     await db.flush()
     return session
@@ -144,3 +148,25 @@ async def reply_of(db: AsyncSession, owner_id: str, stream_id: str) -> Message |
         )
     )
     return result.scalars().first()
+
+
+async def last_reply(db: AsyncSession, owner_id: str, session_id: str) -> Message | None:
+    """The session's newest assistant message."""
+    result = await db.execute(
+        select(Message)
+        .where(
+            Message.session_id == session_id,
+            Message.owner_id == owner_id,
+            Message.role == MessageRole.ASSISTANT.value,
+        )
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    return result.scalars().first()
+
+
+async def delete_turn(db: AsyncSession, owner_id: str, stream_id: str) -> None:
+    """Delete one turn: the user message and the reply its stream generated."""
+    await db.execute(
+        delete(Message).where(Message.owner_id == owner_id, Message.stream_id == stream_id)
+    )

@@ -41,6 +41,7 @@ def event_stream(
     on_leave: OnLeave | None = None,
     encoder: Encoder | None = None,
     last_event_id: int = 0,
+    headers: dict[str, str] | None = None,
 ) -> EventStreamResponse:
     """The stream from ``last_event_id`` on, as ``encoder`` writes it (plain SSE when None)."""
 
@@ -59,6 +60,7 @@ def event_stream(
         encoder=encoder,
         last_event_id=last_event_id,
         on_end=on_end,
+        headers=headers,
     )
 
 

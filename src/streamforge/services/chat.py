@@ -12,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamforge.chains.providers.base import GenerationRequest, Provider
 from streamforge.config.settings import Settings
 from streamforge.db.database import Database
 from streamforge.db.ids import is_valid_id, new_id
-from streamforge.errors import NotFound, ValidationFailed
+from streamforge.errors import Conflict, NotFound, ValidationFailed
 from streamforge.models import Message, MessageRole, MessageStatus
 from streamforge.repositories import sessions as repo
 from streamforge.services.auth import Caller
@@ -34,6 +36,8 @@ from streamforge.services.templates import TemplateService
 from streamforge.streaming.events import EventType
 from streamforge.streaming.log import StreamReader, closed_stream
 
+# The namespace of the session ids derived from clients' chat ids.
+_CLIENT_CHATS = uuid.UUID("5f1b0e38-8c6a-4d0e-9a55-2c1f0a7d3e61")
 # How long a retry waits for the first attempt's stream to appear in a shared event log.
 _ATTACH_WAIT = 3.0
 # How long a cancel sent to another worker waits for the stream's end.
@@ -55,6 +59,12 @@ class TurnRequest:
     variables: Mapping[str, str] | None = None
     idempotency_key: str | None = None
     grounding: Grounding | None = None
+    # A client that names its own chats: a ``session_id`` that names no session of the
+    # caller's creates it with that id.
+    create_missing: bool = False
+    # Regenerate: the session's last turn (its user message and reply) is deleted first, so
+    # this message and its new reply take their place.
+    replace_last: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +138,12 @@ class ChatService:
                     attached = await self.attach(owner_id, key)
                     if attached is not None:
                         return attached
-                raise
+                if not request.create_missing:
+                    raise
+            # Two first turns of a client's chat raced: the other one created its session,
+            # which this turn now joins.
+            chain = reservation.admit(pipeline.chain(pipeline.providers.get(request.provider)))
+            return await self._start(reservation, request, chain)
 
     async def _start(
         self, reservation: Reservation, request: TurnRequest, chain: list[Provider]
@@ -206,19 +221,25 @@ class ChatService:
         """Commit the user message and a ``streaming`` reply (a new session first, if asked
         for), before anything is acknowledged."""
         async with self.database.write() as db:
-            if request.session_id is None:
+            found = None
+            if request.session_id is not None:
+                found = await repo.get_session(db, owner_id, request.session_id)
+                if found is None and not request.create_missing:
+                    raise NotFound(f"session {request.session_id!r} not found")
+            if found is None:
                 template = await self.templates.resolve(owner_id, request.template)
                 variables = dict(request.variables or {})
                 system = self.templates.render(template, variables)
-                session = await repo.create_session(db, owner_id, _title_from(request.message))
+                session = await repo.create_session(
+                    db, owner_id, _title_from(request.message), request.session_id
+                )
                 session.template_id = template.id
                 session.template_variables = variables
                 history: list[StoredTurn] = []
             else:
-                found = await repo.get_session(db, owner_id, request.session_id)
-                if found is None:
-                    raise NotFound(f"session {request.session_id!r} not found")
                 session = found
+                if request.replace_last:
+                    await self._drop_last_turn(db, owner_id, session.id)
                 if request.template is not None:
                     template = await self.templates.resolve(owner_id, request.template)
                     session.template_id = template.id
@@ -257,6 +278,22 @@ class ChatService:
             )
             shown = {"name": template.name, "version": template.version}
             return _Stored(session.id, user.id, assistant.id, system, history, memory, shown)
+
+    async def _drop_last_turn(self, db: AsyncSession, owner_id: str, session_id: str) -> None:
+        reply = await repo.last_reply(db, owner_id, session_id)
+        if reply is None or reply.stream_id is None:
+            return
+        if reply.status == MessageStatus.STREAMING:
+            raise Conflict("the last reply is still being generated; stop it first")
+        await repo.delete_turn(db, owner_id, reply.stream_id)
+
+    async def active_stream(self, owner_id: str, session_id: str) -> StreamReader | None:
+        """The stream generating the session's last reply, while it is generating."""
+        async with self.database.read() as db:
+            reply = await repo.last_reply(db, owner_id, session_id)
+        if reply is None or reply.stream_id is None or reply.status != MessageStatus.STREAMING:
+            return None
+        return await self.open_stream(owner_id, reply.stream_id)
 
     async def attach(self, owner_id: str, key: str) -> Turn | None:
         """The turn a POST /chat with this idempotency key started, if there was one: its
@@ -344,6 +381,12 @@ def _replay(user: Message, reply: Message) -> StreamReader:
         )
     )
     return closed_stream(reply.stream_id or "", user.owner_id, events)
+
+
+def client_session_id(owner_id: str, chat_id: str) -> str:
+    """The session a client's own chat id stands for: the same id for the same owner and
+    chat id, on every worker, and never another owner's."""
+    return str(uuid.uuid5(_CLIENT_CHATS, f"{owner_id}\n{chat_id}"))
 
 
 def _title_from(message: str) -> str:

@@ -261,9 +261,9 @@ class StreamManager:
             run.grace.cancel()
             run.grace = None
 
-    def detach(self, stream_id: str) -> bool:
+    def detach(self, stream_id: str, reason: MessageStatus = MessageStatus.INTERRUPTED) -> bool:
         """A reader left; True when that stopped the generation (no reader is left and the
-        policy is ``cancel``)."""
+        policy is ``cancel``), ending it with ``reason``."""
         run = self._runs.get(stream_id)
         if run is None:
             return False
@@ -271,7 +271,7 @@ class StreamManager:
         if run.readers:
             return False
         if self.policy == "cancel" or self.grace <= 0:
-            return self.stop(stream_id, MessageStatus.INTERRUPTED)
+            return self.stop(stream_id, reason)
         if run.grace is None:
             run.grace = asyncio.get_running_loop().call_later(
                 self.grace, self.stop, stream_id, MessageStatus.INTERRUPTED
@@ -285,13 +285,17 @@ class StreamManager:
             return
         await self._signal({"op": "attach", "stream_id": stream_id})
 
-    async def reader_left(self, stream_id: str) -> None:
-        """A response following ``stream_id`` ended before the stream did."""
+    async def reader_left(
+        self, stream_id: str, reason: MessageStatus = MessageStatus.INTERRUPTED
+    ) -> None:
+        """A response following ``stream_id`` ended before the stream did; ``reason`` is how
+        the stream ends when the policy stops it (``cancelled`` for a client whose way to
+        stop is to leave)."""
         if stream_id in self._runs:
-            if self.detach(stream_id):
+            if self.detach(stream_id, reason):
                 await self.wait(stream_id)
             return
-        await self._signal({"op": "detach", "stream_id": stream_id})
+        await self._signal({"op": "detach", "stream_id": stream_id, "status": reason.value})
 
     async def _signal(self, signal: Signal) -> None:
         try:
@@ -313,7 +317,9 @@ class StreamManager:
         elif op == "attach":
             self.attach(stream_id)
         elif op == "detach":
-            self.detach(stream_id)
+            cancelled = signal.get("status") == MessageStatus.CANCELLED.value
+            reason = MessageStatus.CANCELLED if cancelled else MessageStatus.INTERRUPTED
+            self.detach(stream_id, reason)
 
     async def wait(self, stream_id: str) -> None:
         run = self._runs.get(stream_id)
