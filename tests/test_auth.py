@@ -241,6 +241,16 @@ async def owned_resources(
         timeout=5,
     )
     assert status["status"] == "ready"
+    chat_id = f"{name}-chat"
+    ai_sdk = await client.post(
+        "/ai-sdk/chat",
+        json={
+            "id": chat_id,
+            "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+        },
+        headers=headers,
+    )
+    assert ai_sdk.status_code == 200 and "[DONE]" in ai_sdk.text
     return {
         "session_id": str(turn.session["session_id"]),
         "stream_id": str(turn.session["stream_id"]),
@@ -248,6 +258,8 @@ async def owned_resources(
         "collection": str(collection.json()["id"]),
         "document_id": str(document_id),
         "key_id": "",  # filled with the user's key id
+        # The AI SDK's chat ids are the caller's own names: another user's is absent for them.
+        "chat_id": chat_id,
     }
 
 
@@ -282,7 +294,7 @@ async def test_authorisation_matrix_three_users_every_route_with_an_id(
     params = {
         part[1:-1].split(":")[0] for _, p in with_ids for part in p.split("/") if part[:1] == "{"
     }
-    known = {"session_id", "stream_id", "name", "collection", "document_id", "key_id"}
+    known = {"session_id", "stream_id", "name", "collection", "document_id", "key_id", "chat_id"}
     # A new route with an id nobody wrote a probe for fails here.
     assert params <= known | NOT_OWNED, (
         f"routes with ids the matrix does not know: {params - known - NOT_OWNED}"
