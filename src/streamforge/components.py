@@ -123,14 +123,14 @@ class Components:
         embeddings.warm_up()
         worker_id = new_id()
         event_log = build_event_log(settings, worker_id)
-        await event_log.start()
-        started.push_async_callback(event_log.aclose)
         streams = StreamManager(
             event_log,
             on_finish=metrics.stream_finished,
             policy=settings.streaming.disconnect_policy,
             grace=settings.streaming.disconnect_grace,
         )
+        await event_log.start(on_signal=streams.on_signal)
+        started.push_async_callback(event_log.aclose)
         workers = WorkerService(
             database,
             event_log,

@@ -132,7 +132,6 @@ class StreamManager:
         self._runs: dict[str, StreamRun] = {}
         # Set when the server starts shutting down: no new generation from then on.
         self.closing = False
-        log.on_signal = self.on_signal
 
     @property
     def active(self) -> int:

@@ -164,8 +164,6 @@ def closed_stream(
 
 class EventLog(Protocol):
     backend: str
-    # Called with every control signal that reaches this worker (its own included).
-    on_signal: Callable[[Signal], None] | None
 
     def create(self, stream_id: str, owner_id: str | None = None) -> StreamBuffer:
         """A new stream produced by this worker."""
@@ -195,7 +193,10 @@ class EventLog(Protocol):
         """End every response that follows another worker's stream (shutdown)."""
         ...
 
-    async def start(self) -> None: ...
+    async def start(self, on_signal: Callable[[Signal], None] | None = None) -> None:
+        """Start background work; ``on_signal`` is called with every control signal that
+        reaches this worker (its own included)."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -239,7 +240,8 @@ class InProcessEventLog:
     def interrupt_readers(self, message: str) -> None:
         """Every stream here has a producer in this process, which ends it itself."""
 
-    async def start(self) -> None:
+    async def start(self, on_signal: Callable[[Signal], None] | None = None) -> None:
+        self.on_signal = on_signal
         # Expiry also runs on every create and get; the sweeper frees finished streams on
         # time when no new stream comes.
         self._sweeper = asyncio.create_task(self._sweep(), name="event-log-sweeper")

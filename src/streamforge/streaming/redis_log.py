@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -141,7 +141,7 @@ class RedisEventLog:
         self.timeout = timeout
         self.worker_id = worker_id
         self.channel = f"{prefix}control"
-        self.on_signal: Any = None
+        self.on_signal: Callable[[Signal], None] | None = None
         self.readers: set[RemoteStream] = set()
         # Set at shutdown: every reader of another worker's stream ends, new ones at once.
         self.stopping: str | None = None
@@ -357,7 +357,8 @@ class RedisEventLog:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, on_signal: Callable[[Signal], None] | None = None) -> None:
+        self.on_signal = on_signal
         await self.local.start()
         self._tasks = [
             asyncio.create_task(self._flusher(), name="redis-event-log-flusher"),
