@@ -3,8 +3,8 @@ the streamed response in the endpoint's wire format, and the wait for a whole an
 
 A new endpoint that generates (another wire format) parses its body into a call of
 ``ChatService`` or ``CompletionService``, then answers with ``event_stream`` and its own
-``Encoder`` (``streaming/openai.py`` is the one to copy), or with ``until_finished`` and one
-JSON body.
+``Encoder`` (``streaming/openai.py`` is the one to copy; built from its entry in
+``streaming/formats.py``), or with ``until_finished`` and one JSON body.
 """
 
 from __future__ import annotations
