@@ -24,7 +24,7 @@ from streamforge.routers.turns import OnLeave, event_stream, grounding
 from streamforge.schemas.ai_sdk import AiSdkChatRequest
 from streamforge.schemas.common import ErrorResponse, StorableText
 from streamforge.services.chat import TurnRequest, client_session_id
-from streamforge.streaming.ai_sdk import HEADERS, AiSdkEncoder
+from streamforge.streaming.formats import FORMATS, StreamContext
 from streamforge.streaming.log import StreamReader, Unreachable
 from streamforge.streaming.response import EventStreamResponse
 
@@ -129,12 +129,13 @@ def _respond(
 
     # Only a response that counted itself as a reader of a live stream leaves it.
     on_leave: OnLeave | None = leave if leaves else None
-    encoder = AiSdkEncoder(stream_id, components.settings.streaming.retry_ms)
+    wire = FORMATS["ai_sdk"]
+    encoder = wire.build(StreamContext(stream_id, retry_ms=components.settings.streaming.retry_ms))
     return event_stream(
         components,
         reader,
         on_leave=on_leave,
         encoder=encoder,
         last_event_id=after,
-        headers=HEADERS,
+        headers=dict(wire.headers),
     )

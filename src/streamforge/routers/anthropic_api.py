@@ -28,12 +28,12 @@ from streamforge.schemas.anthropic import (
 )
 from streamforge.services.completions import CompletionRequest
 from streamforge.streaming.anthropic import (
-    AnthropicEventEncoder,
     collect_answer,
     error_body,
     error_type,
     usage_of,
 )
+from streamforge.streaming.formats import FORMATS, StreamContext, anthropic_message_id
 
 router = APIRouter(prefix="/v1", tags=["anthropic"])
 
@@ -96,10 +96,11 @@ async def create_message(
             stop=tuple(body.stop_sequences or ()),
         ),
     )
-    message_id = f"msg_{completion.stream_id}"
+    message_id = anthropic_message_id(completion.stream_id)
     streams = components.streams
     if body.stream:
-        encoder = AnthropicEventEncoder(message_id, body.model, limit=completion.limit)
+        context = StreamContext(completion.stream_id, model=body.model, limit=completion.limit)
+        encoder = FORMATS["anthropic"].build(context)
         # Nobody can resume a stateless answer: a client that leaves stops generation.
         on_leave = stop_on_leave(streams, completion.stream_id)
         return event_stream(components, completion.run.buffer, on_leave=on_leave, encoder=encoder)

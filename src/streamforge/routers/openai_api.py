@@ -36,7 +36,8 @@ from streamforge.schemas.openai import (
     Usage,
 )
 from streamforge.services.completions import CompletionRequest
-from streamforge.streaming.openai import Collected, OpenAIChunkEncoder, collect
+from streamforge.streaming.formats import FORMATS, StreamContext, openai_completion_id
+from streamforge.streaming.openai import Collected, collect
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -103,16 +104,17 @@ async def chat_completions(
         ),
     )
     created = int(time.time())
-    completion_id = f"chatcmpl-{completion.stream_id}"
+    completion_id = openai_completion_id(completion.stream_id)
     streams = components.streams
     if body.stream:
-        encoder = OpenAIChunkEncoder(
-            completion_id,
-            body.model,
-            created,
-            include_usage=body.include_usage,
+        context = StreamContext(
+            completion.stream_id,
+            model=body.model,
             limit=completion.limit,
+            include_usage=body.include_usage,
+            created=created,
         )
+        encoder = FORMATS["openai"].build(context)
         # Nobody can resume a stateless answer: a client that leaves stops generation.
         on_leave = stop_on_leave(streams, completion.stream_id)
         return event_stream(components, completion.run.buffer, on_leave=on_leave, encoder=encoder)

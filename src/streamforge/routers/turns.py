@@ -3,8 +3,8 @@ the streamed response in the endpoint's wire format, and the wait for a whole an
 
 A new endpoint that generates (another wire format) parses its body into a call of
 ``ChatService`` or ``CompletionService``, then answers with ``event_stream`` and its own
-``Encoder`` (``streaming/openai.py`` is the one to copy), or with ``until_finished`` and one
-JSON body.
+``Encoder`` (``streaming/openai.py`` is the one to copy; built from its entry in
+``streaming/formats.py``), or with ``until_finished`` and one JSON body.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from streamforge.models import MessageStatus
 from streamforge.schemas.documents import RagField, rag_options
 from streamforge.services.pipeline import Grounding
 from streamforge.services.streams import StreamManager, StreamRun
+from streamforge.streaming.formats import FORMATS, StreamContext
 from streamforge.streaming.log import StreamBuffer, StreamReader
 from streamforge.streaming.response import Encoder, Ending, EventStreamResponse
 
@@ -52,6 +53,9 @@ def event_stream(
                 await on_leave()
 
     streaming = components.settings.streaming
+    if encoder is None:
+        context = StreamContext(reader.stream_id, retry_ms=streaming.retry_ms)
+        encoder = FORMATS["sse"].build(context)
     return EventStreamResponse(
         reader,
         heartbeat_interval=streaming.heartbeat_interval,
