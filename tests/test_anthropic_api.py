@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,45 +15,17 @@ import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import AIMessageChunk
 
-from streamforge.chains.providers.base import BaseProvider, Chunk, GenerationRequest
 from streamforge.chains.providers.simulated import DEFAULT_ANSWER, SimulatedProvider, split_words
 from streamforge.streaming.anthropic import AnthropicEventEncoder
 from streamforge.streaming.events import EventType, StreamEvent
 from tests.conftest import AppFactory, LiveServer, asgi_client, live_server
 from tests.polling import eventually
+from tests.test_openai_api import ProbeProvider
 
 WORDS = split_words(DEFAULT_ANSWER)
 HELLO: list[Any] = [{"role": "user", "content": "Hello"}]
 AUTH = {"enabled": True, "key_cache_seconds": 0}
 GREEDY = {"temperature": 0}
-
-
-class ProbeProvider(BaseProvider):
-    """Yields ``deltas`` with a delay and notes what it was asked; raises after
-    ``fail_after`` deltas when set."""
-
-    def __init__(
-        self, deltas: list[str], delay: float = 0.0, *, fail_after: int | None = None
-    ) -> None:
-        self.name = "probe"
-        self.deltas = deltas
-        self.delay = delay
-        self.fail_after = fail_after
-        self.yielded = 0
-        self.closed = asyncio.Event()
-        self.seen: list[GenerationRequest] = []
-
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
-        self.seen.append(request)
-        try:
-            for delta in self.deltas:
-                if self.yielded == self.fail_after:
-                    raise RuntimeError("the model fell over")
-                await asyncio.sleep(self.delay)
-                self.yielded += 1
-                yield Chunk(text=delta)
-        finally:
-            self.closed.set()
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from streamforge.chains.providers.base import ChatTurn
 from streamforge.deps import CallerDep, CompletionServiceDep, ComponentsDep
 from streamforge.errors import BadRequest
-from streamforge.routers.turns import event_stream, stop_on_leave, until_finished
+from streamforge.routers.turns import stream_stateless, wait_stateless
 from streamforge.schemas.anthropic import (
     AnthropicError,
     ContentBlockParam,
@@ -52,9 +52,6 @@ _STREAM_DOC = (
 # A failed generation is the upstream's failure, not the client's: a gateway's status codes.
 _PROVIDER_STATUS = {"provider_busy": 429, "provider_rate_limited": 429, "provider_timeout": 504}
 _STOPPED_STATUS = {"cancelled": 409, "interrupted": 503}
-
-# Status recorded in access logs for a request whose client left before the answer.
-_CLIENT_CLOSED = 499
 
 
 @router.post(
@@ -97,15 +94,12 @@ async def create_message(
         ),
     )
     message_id = anthropic_message_id(completion.stream_id)
-    streams = components.streams
     if body.stream:
         context = StreamContext(completion.stream_id, model=body.model, limit=completion.limit)
-        encoder = FORMATS["anthropic"].build(context)
-        # Nobody can resume a stateless answer: a client that leaves stops generation.
-        on_leave = stop_on_leave(streams, completion.stream_id)
-        return event_stream(components, completion.run.buffer, on_leave=on_leave, encoder=encoder)
-    if not await until_finished(streams, completion.run, request.receive):
-        return Response(status_code=_CLIENT_CLOSED)
+        return stream_stateless(components, completion.run, FORMATS["anthropic"].build(context))
+    left = await wait_stateless(components, completion.run, request.receive)
+    if left is not None:
+        return left
     answer = collect_answer(completion.run.buffer.events, completion.limit)
     conclusion = answer.conclusion
     if conclusion.error is not None:

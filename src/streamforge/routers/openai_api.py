@@ -19,7 +19,7 @@ from streamforge.chains.providers.base import ChatTurn
 from streamforge.deps import CallerDep, CompletionServiceDep, ComponentsDep, EmbeddingServiceDep
 from streamforge.errors import BadRequest, NotFound, ValidationFailed
 from streamforge.http_errors import error_response
-from streamforge.routers.turns import event_stream, grounding, stop_on_leave, until_finished
+from streamforge.routers.turns import grounding, stream_stateless, wait_stateless
 from streamforge.schemas.common import ErrorResponse
 from streamforge.schemas.openai import (
     AssistantMessage,
@@ -65,9 +65,6 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 # Models carry no creation date here; 0 says "unknown" in a field the schema requires.
 _MODEL_CREATED = 0
 
-# Status recorded in access logs for a request whose client left before the answer.
-_CLIENT_CLOSED = 499
-
 
 @router.post(
     "/chat/completions",
@@ -105,7 +102,6 @@ async def chat_completions(
     )
     created = int(time.time())
     completion_id = openai_completion_id(completion.stream_id)
-    streams = components.streams
     if body.stream:
         context = StreamContext(
             completion.stream_id,
@@ -114,12 +110,10 @@ async def chat_completions(
             include_usage=body.include_usage,
             created=created,
         )
-        encoder = FORMATS["openai"].build(context)
-        # Nobody can resume a stateless answer: a client that leaves stops generation.
-        on_leave = stop_on_leave(streams, completion.stream_id)
-        return event_stream(components, completion.run.buffer, on_leave=on_leave, encoder=encoder)
-    if not await until_finished(streams, completion.run, request.receive):
-        return Response(status_code=_CLIENT_CLOSED)
+        return stream_stateless(components, completion.run, FORMATS["openai"].build(context))
+    left = await wait_stateless(components, completion.run, request.receive)
+    if left is not None:
+        return left
     collected = collect(completion.run.buffer.events, completion.limit)
     return _completion_response(collected, completion_id, body.model, created)
 

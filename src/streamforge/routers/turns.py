@@ -4,7 +4,8 @@ the streamed response in the endpoint's wire format, and the wait for a whole an
 A new endpoint that generates (another wire format) parses its body into a call of
 ``ChatService`` or ``CompletionService``, then answers with ``event_stream`` and its own
 ``Encoder`` (``streaming/openai.py`` is the one to copy; built from its entry in
-``streaming/formats.py``), or with ``until_finished`` and one JSON body.
+``streaming/formats.py``), or with ``until_finished`` and one JSON body. A stateless one
+(nothing stored, nothing to resume) uses ``stream_stateless`` / ``wait_stateless``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from starlette.responses import Response
 from starlette.types import Receive
 
 from streamforge.deps import Components
@@ -25,6 +27,9 @@ from streamforge.streaming.response import Encoder, Ending, EventStreamResponse
 
 # What to do when the client leaves before the stream's end (after counting the disconnect).
 OnLeave = Callable[[], Awaitable[None]]
+
+# Status recorded in access logs for a request whose client left before the answer.
+CLIENT_CLOSED = 499
 
 
 def grounding(rag: RagField) -> Grounding | None:
@@ -76,6 +81,24 @@ def stop_on_leave(streams: StreamManager, stream_id: str) -> OnLeave:
         await streams.wait(stream_id)
 
     return stop
+
+
+def stream_stateless(
+    components: Components, run: StreamRun, encoder: Encoder
+) -> EventStreamResponse:
+    """A stateless answer streamed; a client that leaves stops its generation."""
+    on_leave = stop_on_leave(components.streams, run.stream_id)
+    return event_stream(components, run.buffer, on_leave=on_leave, encoder=encoder)
+
+
+async def wait_stateless(
+    components: Components, run: StreamRun, receive: Receive
+) -> Response | None:
+    """Wait for a stateless answer to end: None then, or the response for a client that left
+    first (generation stopped)."""
+    if await until_finished(components.streams, run, receive):
+        return None
+    return Response(status_code=CLIENT_CLOSED)
 
 
 async def until_finished(streams: StreamManager, run: StreamRun, receive: Receive) -> bool:
